@@ -1,0 +1,48 @@
+"""Thin post-gen hook: prune what the answers exclude, then let deploytool init the install.
+
+Deterministic for tracked files and touches nothing outside the project folder: cruft
+re-runs it in temporary folders on every update.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ANSWERS = {
+    "app_server": "{{ cookiecutter.app_server }}",
+    "process_manager": "{{ cookiecutter.process_manager }}",
+}
+INSTALL_TYPE = "{{ cookiecutter.install_type }}"
+
+# answer -> value -> files of the generated repo that value does not use.
+PRUNE = {
+    "app_server": {
+        "uwsgi": ["etc/templates/gunicorn.conf.py.j2"],
+        "gunicorn": ["etc/templates/uwsgi.yaml.j2"],
+    },
+    "process_manager": {
+        "systemd": ["etc/templates/supervisor"],
+        "supervisor": ["etc/templates/systemd"],
+    },
+}
+
+
+def prune() -> None:
+    for answer, value in ANSWERS.items():
+        for name in PRUNE[answer][value]:
+            path = Path(name)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def main() -> int:
+    prune()
+    init = [sys.executable, "-m", "deploytool", "init", "--install-type", INSTALL_TYPE]
+    return subprocess.run(init, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Pre-gen hook: check every answer against one table; one line per bad answer, exit 1.
+
+cookiecutter renders this file with Jinja before running it; the answers come in as a JSON
+literal (quotes and backslashes in an answer cannot break the script). Stdlib only: the
+generated project does not exist yet, so deploytool cannot be imported here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import keyword
+import re
+import sys
+from collections.abc import Callable
+
+# Mirrors deploytool.ports (BLOCK_SIZE, SLOTS); tests/test_answers.py asserts they agree.
+BLOCK_SIZE = 50
+INSTALL_TYPES = ("dev", "stage", "pro")
+PORT_MIN, PORT_MAX = 49152, 65535  # the dynamic/private range (RFC 6335)
+LOWEST_START = -(-PORT_MIN // 10) * 10  # 49160
+HIGHEST_START = (PORT_MAX - BLOCK_SIZE + 1) // 10 * 10  # 65480
+
+# fmt: off
+# Names a project package must not take: it sits first on sys.path beside these.
+REPO_NAMES = {"deploytool", "etc", "bin", "static", "media", "data", "logs", "backups", "env", "tests",
+              "manage"}
+DEPENDENCIES = {"django", "asgiref", "sqlparse", "uwsgi", "gunicorn", "psycopg", "psycopg2", "redis",
+                "pymemcache", "jinja2"}
+# Accounts the distribution or a service already owns; services never run as root.
+SYSTEM_USERS = {"root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+                "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt", "messagebus", "sshd",
+                "postgres", "redis", "memcache", "nginx", "supervisor", "systemd-network", "systemd-resolve",
+                "systemd-timesync", "systemd-coredump"}
+# fmt: on
+RESERVED_SLUGS = set(sys.stdlib_module_names) | {"test"} | REPO_NAMES | DEPENDENCIES  # the list omits test
+
+LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"  # RFC 1123, lowercase
+UPSTREAM = re.compile(r"(?P<host>[^\s:,]+)(?::(?P<port>[0-9]+))?(?:\s+weight=(?P<weight>[0-9]+))?")
+
+Check = Callable[[object], bool]
+
+
+def matches(pattern: str) -> Check:
+    return lambda value: isinstance(value, str) and re.fullmatch(pattern, value) is not None
+
+
+def as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]*", value) else None
+
+
+def is_hostname(value: str, min_labels: int = 1) -> bool:
+    labels = value.split(".")
+    return (
+        len(value) <= 253
+        and len(labels) >= min_labels
+        and not labels[-1].isdigit()
+        and all(re.fullmatch(LABEL, label) for label in labels)
+    )
+
+
+def is_identifier(value: object) -> bool:
+    return matches(r"[a-z][a-z0-9_]*")(value) and not keyword.iskeyword(str(value))
+
+
+def is_domain(value: object) -> bool:
+    return isinstance(value, str) and is_hostname(value, min_labels=2)
+
+
+def is_ipv4(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def is_block_start(value: object) -> bool:
+    start = as_int(value)
+    return start is not None and start % 10 == 0 and LOWEST_START <= start <= HIGHEST_START
+
+
+def is_upstream(item: re.Match[str] | None) -> bool:
+    if item is None or not (is_hostname(item["host"]) or is_ipv4(item["host"])):
+        return False
+    port, weight = item["port"], item["weight"]
+    return (port is None or 0 < (as_int(port) or 0) <= 65535) and (weight is None or bool(as_int(weight)))
+
+
+def are_upstreams(value: object) -> bool:
+    if not isinstance(value, str) or value == "":
+        return value == ""
+    items = [UPSTREAM.fullmatch(item.strip()) for item in value.split(",")]
+    servers = [(item["host"], item["port"]) for item in items if item]
+    return all(is_upstream(item) for item in items) and len(set(servers)) == len(servers)
+
+
+def choice(answer: str, *choices: str) -> tuple[str, Check, str]:
+    return answer, (lambda value: value in choices), "must be one of " + ", ".join(choices)
+
+
+# (answer, check, rule): the first rule an answer breaks is reported, as "answer=value: rule".
+# fmt: off
+RULES: tuple[tuple[str, Check, str], ...] = (
+    ("project_name", lambda value: isinstance(value, str) and value.strip() != "", "must not be empty"),
+    ("project_slug", is_identifier,
+     "must be a Python identifier of a-z, 0-9 and '_' that starts with a letter and is not a keyword"),
+    ("project_slug", lambda value: value not in RESERVED_SLUGS,
+     ("would shadow a module the project imports (Python's standard library, Django and its dependencies) "
+      "or a top-level name of the generated repo (deploytool, etc, bin, ...); choose another slug")),
+    ("domain", is_domain,
+     ("must be a lowercase host name: two or more dot-separated labels of a-z, 0-9 and '-' (no '-' at "
+      "either end, 63 characters each, 253 in all); no scheme, port, path, trailing dot or IP address")),
+    ("user", matches(r"[a-z_][a-z0-9_-]{0,31}"),
+     "must be a Unix user name: a-z or '_', then up to 31 of a-z, 0-9, '_' and '-'"),
+    ("user", lambda value: value not in SYSTEM_USERS,
+     "is a system account; the installs need a user of their own (services never run as root)"),
+    choice("install_type", *INSTALL_TYPES),
+    ("port_block_start", is_block_start,
+     (f"the block of {BLOCK_SIZE} ports must start at a multiple of 10 inside {PORT_MIN}-{PORT_MAX} "
+      f"(lowest {LOWEST_START}, highest {HIGHEST_START})")),
+    ("python_version", matches(r"3\.[1-9][0-9]"),
+     "must be 3.X with X at least 10 (Django 5.2 needs Python 3.10 or later), e.g. 3.11"),
+    choice("app_server", "uwsgi", "gunicorn"),
+    choice("process_manager", "systemd", "supervisor"),
+    choice("database", "sqlite", "postgresql"),
+    choice("cache", "none", "redis", "memcached"),
+    ("admin_basic_auth", lambda value: isinstance(value, bool), "must be a boolean: true or false"),
+    ("certbot_email", lambda value: value == "" or matches(r"[^@\s]+@[^@\s]+\.[^@\s]+")(value),
+     "must be empty or an e-mail address (one '@', no spaces)"),
+    ("app_upstreams", are_upstreams,
+     ("must be empty or comma-separated 'host[:port][ weight=N]' items: host a host name or IPv4 "
+      "address, port 1-65535, N at least 1, no host:port twice")),
+    choice("balancing", "round_robin", "least_conn", "ip_hash"),
+)
+# fmt: on
+
+
+def shown(value: object) -> str:
+    """The value as typed where that reads unambiguously, else as JSON (quotes, spaces, booleans)."""
+    if isinstance(value, str) and re.fullmatch(r"[\w.:@/+-]+", value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def errors(answers: dict[str, object]) -> list[str]:
+    found: dict[str, str] = {}
+    for answer, check, rule in RULES:
+        value = answers.get(answer)
+        if answer not in found and not check(value):
+            found[answer] = f"{answer}={shown(value)}: {rule}"
+    return list(found.values())
+
+
+def main() -> int:
+    # tojson escapes every ' (as \u0027), so nothing an answer holds can close this literal.
+    answers = json.loads(r'''{{ cookiecutter | tojson }}''')  # fmt: skip
+    lines = errors(answers)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1 if lines else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

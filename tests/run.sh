@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs all of dj-layout's tests, installing first whatever they need that is missing:
+# Debian packages (as root, with apt-get) and the Python tools (into .venv/).
+# Arguments go to pytest, e.g. `tests/run.sh -k bake -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The real programs the tests start or run; Debian package names.
+packages=(
+  nginx            # nginx -t and the served stack
+  logrotate        # logrotate -d / -f
+  systemd          # systemd-analyze verify, security, systemd-tmpfiles
+  supervisor       # supervisord for the supervisor variant
+  openssl          # throwaway and self-signed certificates
+  git              # cruft and deploy work on git checkouts
+  python3-venv     # the project user's virtualenv, from Debian's Python
+  python3-dev      # uWSGI compiles against it
+  gcc              # ditto
+  postgresql       # a throwaway cluster for PostgreSQL bakes
+)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  if ((EUID != 0)); then
+    echo "tests/run.sh: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The template's own Python tools, pinned in pyproject.toml, in a venv of their own.
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python - <<'PY' > .venv/test-requirements.txt
+import tomllib
+with open("pyproject.toml", "rb") as handle:
+    print("\n".join(tomllib.load(handle)["project"]["optional-dependencies"]["test"]))
+PY
+.venv/bin/python -m pip install -q --disable-pip-version-check -r .venv/test-requirements.txt
+
+exec .venv/bin/python -m pytest "$@"

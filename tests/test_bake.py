@@ -1,0 +1,236 @@
+"""Bakes: the default and every value of every choice, each checked as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import postgresql_for, run, tool
+
+# Every value of every choice at least once, and the pairs that interact: each app server
+# under each process manager (stop/reload signals), each app server in a production
+# install (check --deploy), each database with each app server.
+MATRIX: dict[str, dict[str, Any]] = {
+    "default": {},
+    "stage-gunicorn-supervisor-postgresql-redis": {
+        "install_type": "stage",
+        "app_server": "gunicorn",
+        "process_manager": "supervisor",
+        "database": "postgresql",
+        "cache": "redis",
+        "admin_basic_auth": False,
+        "balancing": "least_conn",
+        "app_upstreams": "10.0.0.11, 10.0.0.12:60011 weight=2",
+    },
+    "pro-uwsgi-supervisor-memcached": {
+        "install_type": "pro",
+        "app_server": "uwsgi",
+        "process_manager": "supervisor",
+        "cache": "memcached",
+        "balancing": "ip_hash",
+        "certbot_email": "ops@example.org",
+    },
+    "pro-gunicorn-systemd-postgresql": {
+        "install_type": "pro",
+        "app_server": "gunicorn",
+        "process_manager": "systemd",
+        "database": "postgresql",
+        "app_upstreams": "127.0.0.1 weight=3, 127.0.0.2",
+    },
+    "stage-uwsgi-systemd-memcached": {
+        "install_type": "stage",
+        "app_server": "uwsgi",
+        "process_manager": "systemd",
+        "cache": "memcached",
+    },
+    "dev-gunicorn-supervisor-redis": {
+        "install_type": "dev",
+        "app_server": "gunicorn",
+        "process_manager": "supervisor",
+        "cache": "redis",
+        "admin_basic_auth": False,
+        "python_version": "3.11",
+    },
+}
+
+
+@pytest.fixture(scope="module", params=list(MATRIX), ids=list(MATRIX))
+def baked(request: pytest.FixtureRequest, bake_project: Any, project_venv: Path) -> tuple[Path, dict[str, Any]]:
+    answers = MATRIX[request.param]
+    project = bake_project(**answers)
+    # The install's venv (env3.X, named after its Python) is the shared test venv.
+    (project / "env3.11").symlink_to(project_venv)
+    return project, answers
+
+
+def answers_of(project: Path) -> dict[str, Any]:
+    return json.loads((project / "etc/project.json").read_text())
+
+
+def env_conf(project: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in (project / "etc/env.conf").read_text().splitlines() if "=" in line)
+    return {key: value for key, value in pairs if not key.startswith("#")}
+
+
+JINJA = re.compile(r"\{\{[ \t]*[A-Za-z_]|\{%-?[ \t]*[a-z]")
+
+
+def test_no_jinja_left_unrendered(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    templates = project / "etc/templates"  # deploytool's own Jinja templates, by design
+    leftovers = [
+        str(path.relative_to(project))
+        for path in project.rglob("*")
+        if path.is_file()
+        and templates not in path.parents
+        and "env3.11" not in path.parts
+        and not path.name.endswith(".html")  # Django templates use the same braces
+        and JINJA.search(path.read_text(errors="replace"))
+    ]
+    assert leftovers == []
+    # The Django template was rendered by cookiecutter, leaving Django's own tags intact.
+    home = next(project.rglob("home.html")).read_text()
+    assert "cookiecutter" not in home and "{% load static %}" in home
+
+
+def test_generated_python_passes_ruff(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    run([tool("ruff"), "check", "--no-cache", "."], cwd=project)
+    rendered = [p for p in (project / "etc").glob("*.py") if p.name != "settings_local.py"]
+    for path in [*rendered, project / "etc/settings_local.py"]:
+        run([tool("ruff"), "check", "--no-cache", "--config", project / "pyproject.toml", path], cwd=project)
+
+
+def test_shell_scripts_pass_shellcheck(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    scripts = [p for p in project.rglob("*.sh") if "env3" not in p.parts]
+    assert project / "bin/uwsgictl.sh" in scripts
+    run([tool("shellcheck"), "-x", *scripts], cwd=project)
+
+
+def test_deploytool_check_passes(baked: tuple[Path, dict[str, Any]]) -> None:
+    """nginx -t, systemd-analyze verify, logrotate -d, shellcheck and manage.py check, for real."""
+    project, answers = baked
+    proc = run([project / "env3.11/bin/python", "-m", "deploytool", "check"], cwd=project)
+    names = proc.stdout
+    assert "ok   nginx -t" in names
+    assert ("systemd-analyze verify" in names) == (answers.get("process_manager", "systemd") == "systemd")
+    assert "ok   logrotate -d" in names
+    assert "ok   shellcheck" in names
+    production = answers.get("install_type", "dev") != "dev"
+    assert ("ok   manage.py check --deploy" in names) == production
+    assert "FAIL" not in names
+
+
+def test_generated_project_tests_pass(baked: tuple[Path, dict[str, Any]], project_user: str) -> None:
+    project, answers = baked
+    tests = [project / "env3.11/bin/python", "-m", "pytest", "-p", "no:cacheprovider"]
+    if answers.get("database") == "postgresql":
+        with postgresql_for(project, project_user):
+            run(tests, cwd=project)
+    else:
+        run(tests, cwd=project)
+
+
+def test_pruned_to_the_answers(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    answers = answers_of(project)
+    templates = {p.relative_to(project / "etc/templates").as_posix() for p in (project / "etc/templates").rglob("*.j2")}
+    assert ("uwsgi.yaml.j2" in templates) == (answers["app_server"] == "uwsgi")
+    assert ("gunicorn.conf.py.j2" in templates) == (answers["app_server"] == "gunicorn")
+    assert any(t.startswith("systemd/") for t in templates) == (answers["process_manager"] == "systemd")
+    assert any(t.startswith("supervisor/") for t in templates) == (answers["process_manager"] == "supervisor")
+    requirements = (project / "requirements.txt").read_text()
+    assert ("uWSGI==" in requirements) == (answers["app_server"] == "uwsgi")
+    assert ("gunicorn==" in requirements) == (answers["app_server"] == "gunicorn")
+    assert ("psycopg[binary]==" in requirements) == (answers["database"] == "postgresql")
+    assert ("redis==" in requirements) == (answers["cache"] == "redis")
+    assert ("pymemcache==" in requirements) == (answers["cache"] == "memcached")
+
+
+def test_requirements_are_pinned(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    lines = [x for x in (project / "requirements.txt").read_text().splitlines() if x and not x.startswith("#")]
+    assert lines and all(re.fullmatch(r"[A-Za-z][\w.\[\]-]*==[\w.]+", line) for line in lines), lines
+    assert any(line.startswith("Django==5.2.") for line in lines)
+
+
+def test_settings_end_with_the_settings_local_import(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    slug = answers_of(project)["project_slug"]
+    code = [x for x in (project / slug / "settings.py").read_text().splitlines() if x.strip()]
+    tail = "\n".join(code[-8:])
+    assert "from .settings_local import *" in tail
+    assert "except ModuleNotFoundError" in tail and "raise" in tail
+
+
+def test_settings_local_is_private_and_ignored(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    settings = project / "etc/settings_local.py"
+    assert stat.S_IMODE(settings.stat().st_mode) == 0o600
+    secret = re.search(r'^SECRET_KEY = "(.+)"$', settings.read_text(), re.M)
+    assert secret and len(secret.group(1)) >= 50 and not secret.group(1).startswith("django-insecure-")
+    run(["git", "init", "-q"], cwd=project)
+    run(["git", "add", "-A"], cwd=project)
+    tracked = run(["git", "ls-files"], cwd=project).stdout.split()
+    local = {"etc/settings_local.py", "etc/env.conf", "etc/htpasswd", "etc/admin_password"}
+    assert not local & set(tracked)
+    assert not [t for t in tracked if t.endswith("settings_local.py") or t.startswith(("media/", "data/", "logs"))]
+    assert (
+        secret.group(1)
+        not in run(["git", "grep", "-I", "-c", "-e", "SECRET", "--cached"], cwd=project, check=False).stdout
+    )
+    for path in project.rglob("*"):
+        if path.name in {"htpasswd", "admin_password"}:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_links_point_where_seed_000_says(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    answers = answers_of(project)
+    install_type = env_conf(project)["INSTALL_TYPE"]
+    where = f"{answers['user']}/{answers['domain']}/{install_type}"
+    assert os.readlink(project / "logs") == f"/var/log/{where}"
+    assert os.readlink(project / "backups") == f"/var/backups/{where}"
+    link = project / answers["project_slug"] / "settings_local.py"
+    assert os.readlink(link) == "../etc/settings_local.py"
+    assert link.resolve() == (project / "etc/settings_local.py").resolve()
+
+
+def test_secret_keys_differ_between_bakes(bake_project: Any) -> None:
+    keys = set()
+    for _ in range(2):
+        text = (bake_project() / "etc/settings_local.py").read_text()
+        keys.add(re.search(r'^SECRET_KEY = "(.+)"$', text, re.M).group(1))  # type: ignore[union-attr]
+    assert len(keys) == 2
+
+
+# ---- ports ---------------------------------------------------------------------------------
+
+EXPECTED_PORTS = {
+    # install type: (devserver, app, stats, https, http, postgresql, redis, memcached)
+    "dev": (60000, 60001, 60002, 60003, 60004, 60005, 60006, 60007),
+    "stage": (60010, 60011, 60012, 60013, 60014, 60015, 60016, 60017),
+    "pro": (60020, 60021, 60022, 60023, 60024, 60025, 60026, 60027),
+}
+
+
+@pytest.mark.parametrize("install_type", list(EXPECTED_PORTS))
+def test_port_map_of_each_install_type(bake_project: Any, install_type: str) -> None:
+    project = bake_project(install_type=install_type, port_block_start=60000)
+    env = env_conf(project)
+    names = ("DEVSERVER", "APP", "STATS", "HTTPS", "HTTP", "POSTGRESQL", "REDIS", "MEMCACHED")
+    assert tuple(int(env[f"PORT_{name}"]) for name in names) == EXPECTED_PORTS[install_type]
+    assert int(env["BASE_PORT"]) == EXPECTED_PORTS[install_type][0]
+    shown = subprocess.run(
+        [os.sys.executable, "-m", "deploytool", "ports"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout
+    assert "project block: 60000-60049" in shown
+    assert re.search(rf"{install_type}\s+{EXPECTED_PORTS[install_type][0]}-\d+\s+<- this install", shown)
+    assert re.search(rf"app\s+{EXPECTED_PORTS[install_type][1]}", shown)

@@ -1,0 +1,284 @@
+"""The stack for real: `deploytool up` as the project user, then what a user checks with
+a browser, curl and the servers' own clients. Only loopback, only the install's ports."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import re
+import socket
+import ssl
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Stack, running_stack, tool
+
+# Each app server under each process manager's semantics (systemd's is run by
+# bin/uwsgictl.sh in the sandbox), each database and cache, dev and production settings.
+STACKS: dict[str, dict[str, Any]] = {
+    "dev-uwsgi-systemd-sqlite": {},
+    "stage-gunicorn-supervisor-postgresql-redis": {
+        "install_type": "stage",
+        "app_server": "gunicorn",
+        "process_manager": "supervisor",
+        "database": "postgresql",
+        "cache": "redis",
+    },
+    "pro-uwsgi-supervisor-sqlite-memcached": {
+        "install_type": "pro",
+        "app_server": "uwsgi",
+        "process_manager": "supervisor",
+        "cache": "memcached",
+    },
+}
+
+
+BLOCK = 62000  # a block of its own: other test modules use 60000
+
+
+@pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
+def stack(request: pytest.FixtureRequest, project_user: str, project_venv: Path) -> Iterator[Stack]:
+    answers = {"port_block_start": BLOCK, **STACKS[request.param]}
+    with running_stack(project_user, project_venv, **answers) as running:
+        yield running
+
+
+def app_pid(stack: Stack) -> int:
+    proc = stack.as_user(stack.project / "bin/uwsgictl.sh", "status", check=False)
+    match = re.search(r"pid (\d+)", proc.stdout)
+    assert proc.returncode == 0 and match, proc.stdout + proc.stderr
+    return int(match.group(1))
+
+
+def wait(condition: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+# ---- HTTPS through nginx ---------------------------------------------------------------------
+
+
+def test_page_over_https_for_the_domain(stack: Stack) -> None:
+    status, _, body = stack.https_get("/")
+    assert status == 200
+    assert b"Visits:" in body and b'<span id="secure">True</span>' in body
+
+
+def test_http_redirects_to_https_keeping_path_and_query(stack: Stack) -> None:
+    status, headers, _ = stack.http_request("GET", "/some/path/?a=1&b=two")
+    assert status in (301, 308)
+    assert headers["location"] == f"https://{stack.site}:{stack.https}/some/path/?a=1&b=two"
+
+
+def test_acme_challenge_is_served_on_http(stack: Stack) -> None:
+    webroot = stack.sandbox / "var/www/letsencrypt/.well-known/acme-challenge"
+    webroot.mkdir(parents=True, exist_ok=True)
+    (webroot / "token-123").write_text("token-123.thumbprint")
+    status, _, body = stack.http_request("GET", "/.well-known/acme-challenge/token-123")
+    assert (status, body) == (200, b"token-123.thumbprint")
+
+
+def test_unknown_host_gets_no_django_page(stack: Stack) -> None:
+    for attempt in (
+        lambda: stack.https_get("/", host="attacker.example"),
+        lambda: stack.http_request("GET", "/", headers={"Host": "attacker.example"}),
+    ):
+        try:
+            status, _, body = attempt()
+        except (ConnectionError, OSError):
+            continue  # nginx closed the connection (444): no page at all
+        assert b"Visits" not in body and status != 200
+
+
+def test_spoofed_forwarded_proto_is_overwritten(stack: Stack) -> None:
+    # Over plain HTTP nginx answers itself (a redirect): the claim never reaches Django.
+    status, _, body = stack.http_request("GET", "/", headers={"X-Forwarded-Proto": "https"})
+    assert status in (301, 308) and b"Visits" not in body
+    # Over HTTPS, a client's "http" is replaced by nginx's own $scheme as well.
+    status, _, body = stack.https_get("/", headers={"X-Forwarded-Proto": "http"})
+    assert status == 200 and b'<span id="secure">True</span>' in body
+
+
+def test_security_headers(stack: Stack) -> None:
+    _, headers, _ = stack.https_get("/")
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"]
+    production = stack.env["INSTALL_TYPE"] != "dev"
+    hsts = headers.get("strict-transport-security", "")
+    assert ("max-age=63072000" in hsts) == production
+
+
+# ---- static and media served by nginx --------------------------------------------------------
+
+
+def hashed_css(stack: Stack) -> str:
+    manifest = json.loads((stack.project / "static/staticfiles.json").read_text())
+    slug = stack.answers["project_slug"]
+    return "/static/" + manifest["paths"][f"{slug}/site.css"]
+
+
+def app(stack: Stack, command: str) -> None:
+    """Start or stop the app server as its process manager does it."""
+    if stack.answers["process_manager"] == "supervisor":
+        conf = stack.sandbox / "etc/supervisor/supervisord.conf"
+        stack.as_user("supervisorctl", "-c", conf, command, stack.env["SERVICE"])
+    else:
+        stack.as_user(stack.project / "bin/uwsgictl.sh", command)
+
+
+def test_static_is_served_by_nginx_with_long_cache_and_gzip(stack: Stack) -> None:
+    path = hashed_css(stack)
+    app(stack, "stop")
+    try:
+        assert stack.https_get("/")[0] == 502  # the app is down ...
+        status, headers, body = stack.https_get(path, headers={"Accept-Encoding": "gzip"})
+        assert status == 200  # ... and nginx still serves the static file
+        assert "max-age=31536000" in headers["cache-control"]
+        assert headers.get("content-encoding") == "gzip"
+        assert b"font-family" in gzip.decompress(body)
+    finally:
+        app(stack, "start")
+    wait(lambda: stack.https_get("/")[0] == 200, "the site answering after the app's start")
+
+
+def test_media_is_served_by_nginx(stack: Stack) -> None:
+    (stack.project / "media/hello.txt").write_text("uploaded\n")
+    status, _, body = stack.https_get("/media/hello.txt")
+    assert (status, body) == (200, b"uploaded\n")
+
+
+def test_upload_over_the_limit_gets_413(stack: Stack) -> None:
+    context = ssl.create_default_context(cafile=str(stack.ca))
+    raw = socket.create_connection(("127.0.0.1", stack.https), timeout=10)
+    with context.wrap_socket(raw, server_hostname=stack.site) as tls:
+        size = 21 * 1024 * 1024
+        tls.sendall(
+            f"POST / HTTP/1.1\r\nHost: {stack.site}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = tls.recv(200)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+
+
+# ---- admin behind basic auth -----------------------------------------------------------------
+
+
+def test_admin_behind_basic_auth(stack: Stack) -> None:
+    assert stack.answers["admin_basic_auth"] is True
+    status, headers, _ = stack.https_get("/admin/")
+    assert status == 401 and "basic" in headers["www-authenticate"].lower()
+    credentials = (stack.project / "etc/admin_password").read_text().strip()
+    auth = {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+    status, headers, _ = stack.https_get("/admin/", headers=auth)
+    assert status == 302 and "/admin/login/" in headers["location"]
+    status, _, body = stack.https_get("/admin/login/?next=/admin/", headers=auth)
+    assert status == 200 and b"Django administration" in body
+    for secret in (stack.project / "etc/htpasswd", stack.sandbox / f"etc/nginx/htpasswd/{stack.site}"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+# ---- database and cache ----------------------------------------------------------------------
+
+
+def test_database_reads_and_writes(stack: Stack) -> None:
+    counts = []
+    for _ in range(2):
+        _, _, body = stack.https_get("/")
+        counts.append(int(re.search(rb'id="visits">(\d+)<', body).group(1)))  # type: ignore[union-attr]
+    assert counts[1] == counts[0] + 1
+    settings = (stack.project / "etc/settings_local.py").read_text()
+    if stack.answers["database"] == "postgresql":
+        assert '"HOST": "127.0.0.1"' in settings and f'"PORT": "{stack.env["PORT_POSTGRESQL"]}"' in settings
+        assert (stack.project / "data/postgresql/PG_VERSION").exists()
+        assert int(stack.env["PORT_POSTGRESQL"]) in stack.listening()
+    else:
+        assert (stack.project / "data/db.sqlite3").stat().st_size > 0
+
+
+def test_cache_round_trips_through_the_dedicated_server(stack: Stack) -> None:
+    cache = stack.answers["cache"]
+    if cache == "none":
+        assert not {int(stack.env["PORT_REDIS"]), int(stack.env["PORT_MEMCACHED"])} & set(stack.listening())
+        return
+    code = "from django.core.cache import cache; cache.set('probe', 'from-django', 60); print(cache.make_key('probe'))"
+    key = stack.as_user(stack.project / "env3.11/bin/python", "manage.py", "shell", "-c", code).stdout.split()[-1]
+    if cache == "redis":
+        raw = subprocess.run(
+            [tool("redis-cli"), "-p", stack.env["PORT_REDIS"], "--raw", "GET", key], capture_output=True, check=True
+        ).stdout
+        assert b"from-django" in raw  # pickled by Django: the string is inside
+    else:
+        with socket.create_connection(("127.0.0.1", int(stack.env["PORT_MEMCACHED"])), timeout=5) as conn:
+            conn.sendall(f"get {key}\r\n".encode())
+            answer = conn.recv(4096)
+        assert answer.startswith(b"VALUE ") and b"from-django" in answer
+
+
+# ---- process management ----------------------------------------------------------------------
+
+
+def test_supervisord_restarts_a_crash_but_not_a_stop(stack: Stack) -> None:
+    if stack.answers["process_manager"] != "supervisor":
+        assert not (stack.sandbox / "etc/supervisor").exists()
+        return
+    supervisorctl = ["supervisorctl", "-c", stack.sandbox / "etc/supervisor/supervisord.conf"]
+    pid = app_pid(stack)
+    os.kill(pid, 9)
+    wait(
+        lambda: (
+            stack.as_user(stack.project / "bin/uwsgictl.sh", "status", check=False).returncode == 0
+            and app_pid(stack) != pid
+        ),
+        "supervisord restarting the app after kill -9",
+    )
+    # supervisord counts the program as started after startsecs; only then is an exit final.
+    wait(lambda: "RUNNING" in stack.as_user(*supervisorctl, "status", check=False).stdout, "state RUNNING")
+    assert stack.https_get("/")[0] == 200
+    stack.as_user(stack.project / "bin/uwsgictl.sh", "stop")  # a stop by hand
+    time.sleep(7)  # longer than startsecs: a restart would have happened by now
+    assert stack.as_user(stack.project / "bin/uwsgictl.sh", "status", check=False).returncode == 3
+    state = stack.as_user(*supervisorctl, "status", check=False).stdout
+    assert re.search(r"\b(STOPPED|EXITED)\b", state), state
+    stack.as_user(*supervisorctl, "start", stack.env["SERVICE"])
+    wait(lambda: stack.https_get("/")[0] == 200, "the site answering after supervisorctl start")
+
+
+def test_status_tells_what_runs(stack: Stack) -> None:
+    lines = stack.deploytool("status").stdout
+    assert re.search(r"app server\s+running", lines) and re.search(r"nginx\s+running", lines)
+    for service in ("postgresql", "redis", "memcached"):
+        chosen = service in (stack.answers["database"], stack.answers["cache"])
+        assert (re.search(rf"{service}\s+running", lines) is not None) == chosen
+
+
+# ---- logs ------------------------------------------------------------------------------------
+
+
+def test_logs_land_under_logs_and_rotate_without_a_restart(stack: Stack) -> None:
+    logs = stack.project / "logs"
+    assert logs.is_symlink()
+    stack.https_get("/")
+    names = {p.name for p in logs.iterdir()}
+    app_log = "uwsgi.log" if stack.answers["app_server"] == "uwsgi" else "gunicorn.error.log"
+    assert {"nginx.access.log", app_log} <= names
+    pid = app_pid(stack)
+    conf = next((stack.sandbox / "etc/logrotate.d").iterdir())
+    # The sandbox's logrotate runs as its owner (a server's runs as root, on a root-owned copy).
+    stack.as_user(tool("logrotate"), "-s", stack.sandbox / "logrotate.state", "-f", conf)
+    assert (logs / "nginx.access.log.1").exists()
+    marker = f"/?rotated={time.time_ns()}"
+    stack.https_get(marker)
+    wait(lambda: marker.encode() in (logs / "nginx.access.log").read_bytes(), "nginx writing to the new log")
+    assert app_pid(stack) == pid  # no restart

@@ -1,0 +1,106 @@
+"""python -m deploytool COMMAND: run from the install root (or anywhere with --root)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import ports
+from .check import check
+from .errors import DeployError
+from .init import init, summary
+from .install import install as install_
+from .layout import Install
+from .render import render
+from .sandbox import down, status, up, url
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout deploytool ships in
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m deploytool", description=__doc__)
+    parser.add_argument("--root", type=Path, default=ROOT, help="install root (default: this checkout)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = commands.add_parser("init", help="make this checkout an install: env.conf, secrets, links, configs")
+    sub.add_argument("--install-type", required=True, choices=list(ports.SLOTS))
+    sub.add_argument(
+        "--system-root",
+        type=Path,
+        default=Path("/"),
+        help="where /etc, /var and /run are (default /; a folder for a sandbox)",
+    )
+    commands.add_parser("ports", help="the port map of this install and the project block")
+    commands.add_parser("render", help="render etc/templates/ for this install")
+    commands.add_parser("check", help="run the real validators on the rendered configs")
+    sub = commands.add_parser("install", help="put the install in place: system configs (root), venv and app (user)")
+    sub.add_argument("--root", dest="system_root", type=Path, help="system root to install under (default: env.conf's)")
+    sub.add_argument(
+        "--part",
+        choices=["system", "user", "all"],
+        help="system (as root), user (as the project user); default: what the current user may do",
+    )
+    commands.add_parser("up", help="the whole stack of this install, as you, on loopback, under .sandbox/")
+    commands.add_parser("down", help="stop the sandbox stack: no process, no listening port left")
+    commands.add_parser("status", help="what of the stack runs (exit 0 all, 3 none, 1 some)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    root = args.root.resolve()
+    try:
+        if args.command == "init":
+            install = init(root, args.install_type, args.system_root.resolve())
+            print(summary(install))
+            return 0
+        install = Install.load(root)
+        if args.command == "ports":
+            print(ports.describe(install.project.port_block_start, install.install_type))
+        elif args.command == "render":
+            changed = render(install)
+            print("\n".join(f"rendered {path.relative_to(root)}" for path in changed) or "nothing changed")
+        elif args.command == "check":
+            results = check(install)
+            for result in results:
+                print(f"{'ok  ' if result.ok else 'FAIL'} {result.name}")
+                if not result.ok and result.detail:
+                    print("     " + result.detail.replace("\n", "\n     "))
+            return 0 if all(result.ok for result in results) else 1
+        elif args.command == "install":
+            return run_install(install, args.system_root, args.part)
+        elif args.command == "up":
+            install = up(install)
+            print(f"up: {url(install)}  (the {install.install_type} install, as {install.project.user})")
+            print(
+                f"    trust {install.system('/etc/ssl/sandbox-ca.pem')}; curl --cacert it "
+                f"--resolve {install.site}:{install.ports['https']}:127.0.0.1 {url(install)}"
+            )
+        elif args.command == "down":
+            stopped = down(install)
+            print("down: stopped " + (", ".join(stopped) if stopped else "nothing (nothing was running)"))
+        elif args.command == "status":
+            code, lines = status(install)
+            print("\n".join(lines))
+            return code
+    except DeployError as error:
+        print(f"deploytool {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_install(install: Install, system_root: Path | None, part: str | None) -> int:
+    import dataclasses
+    import os
+
+    if system_root is not None:
+        install = dataclasses.replace(install, system_root=system_root.resolve())
+    if part is None:
+        part = "all" if install.sandbox else ("system" if os.geteuid() == 0 else "user")
+    changes = install_(install, part)
+    print("\n".join(changes) if changes else f"install ({part}): no change")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

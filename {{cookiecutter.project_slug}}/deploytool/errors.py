@@ -1,0 +1,5 @@
+"""The one exception deploytool raises for a situation the user can fix."""
+
+
+class DeployError(Exception):
+    """What went wrong, with the value, and what to do. Printed as one line, exit status 2."""

@@ -1,0 +1,67 @@
+"""The project-wide answers, as cookiecutter wrote them to etc/project.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DeployError
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One app server nginx balances over."""
+
+    host: str
+    port: int | None  # None: the install's own app port (the same on every server)
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Project:
+    """Answers shared by every install of the project."""
+
+    project_name: str
+    project_slug: str
+    domain: str
+    user: str
+    port_block_start: int
+    python_version: str
+    app_server: str
+    process_manager: str
+    database: str
+    cache: str
+    admin_basic_auth: bool
+    certbot_email: str
+    app_upstreams: str
+    balancing: str
+    template_version: str
+
+    @classmethod
+    def load(cls, path: Path) -> Project:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DeployError(f"{path} is missing: run deploytool from the install root") from None
+        return cls(**data)
+
+    @property
+    def upstreams(self) -> list[Upstream]:
+        """Parse 'host[:port][ weight=N], ...'; empty means this host only."""
+        return parse_upstreams(self.app_upstreams)
+
+
+def parse_upstreams(text: str) -> list[Upstream]:
+    upstreams = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        address, *options = item.split()
+        host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
+        weight = 1
+        for option in options:
+            key, _, value = option.partition("=")
+            if key != "weight" or not value.isdigit() or int(value) < 1:
+                raise DeployError(f"upstream option {option!r} in {item!r}: only weight=N (N >= 1)")
+            weight = int(value)
+        upstreams.append(Upstream(host or address, int(port) if port else None, weight))
+    return upstreams

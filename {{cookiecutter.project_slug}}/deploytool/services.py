@@ -1,0 +1,230 @@
+"""The install's own copies of PostgreSQL, Redis and memcached (seed 000: dedicated copies
+on ports of the block, logs beside the app's). Run as the project user, on 127.0.0.1.
+
+Host and port come from settings_local.py, the install's local truth (seed 000: never
+assume them); the port map only proposes them when init writes that file.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DeployError
+from .layout import Install
+
+DEBIAN = {"postgresql": "postgresql", "redis": "redis-server", "memcached": "memcached"}
+
+
+def local_settings(install: Install) -> dict[str, object]:
+    return runpy.run_path(str(install.settings_local))
+
+
+def postgresql_bin(name: str) -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise DeployError(f"PostgreSQL's {name} not found: apt-get install postgresql")
+    return found[-1]
+
+
+def program(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if not found:
+        raise DeployError(f"{name} not found: apt-get install {DEBIAN.get(name, name)}")
+    return found
+
+
+def pid_alive(pidfile: Path) -> bool:
+    """Whether the pid file names a live process (a zombie, whose exit nobody reaped, is dead)."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise DeployError(f"{what} did not happen within {timeout:.0f} s")
+
+
+@dataclass
+class PostgreSQL:
+    """A cluster in data/postgresql, owned by the project user."""
+
+    install: Install
+    name = "postgresql"
+
+    @property
+    def data(self) -> Path:
+        return self.install.data_dir / "postgresql"
+
+    @property
+    def db(self) -> dict[str, str]:
+        databases = local_settings(self.install)["DATABASES"]
+        return {k: str(v) for k, v in databases["default"].items()}  # type: ignore[index]
+
+    def running(self) -> bool:
+        return pid_alive(self.data / "postmaster.pid")
+
+    def start(self) -> None:
+        db = self.db
+        if not (self.data / "PG_VERSION").exists():
+            with tempfile.NamedTemporaryFile("w", dir=self.install.data_dir) as pwfile:
+                pwfile.write(db["PASSWORD"] + "\n")
+                pwfile.flush()
+                _run(
+                    [
+                        postgresql_bin("initdb"),
+                        "-D",
+                        self.data,
+                        "-U",
+                        db["USER"],
+                        "--pwfile",
+                        pwfile.name,
+                        "-A",
+                        "scram-sha-256",
+                        "-E",
+                        "UTF8",
+                    ],
+                    "initdb",
+                )
+        if not self.running():
+            options = (
+                f"-c listen_addresses={db['HOST']} -p {db['PORT']} -c unix_socket_directories={self.install.run_dir}"
+            )
+            log = self.install.log_dir / "postgresql.log"
+            _run([postgresql_bin("pg_ctl"), "-D", self.data, "-o", options, "-l", log, "-w", "start"], "pg_ctl start")
+        env = {**os.environ, "PGPASSWORD": db["PASSWORD"]}
+        where = ["-h", db["HOST"], "-p", db["PORT"], "-U", db["USER"]]
+        exists = subprocess.run(
+            [
+                postgresql_bin("psql"),
+                *where,
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{db['NAME']}'",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if exists.stdout.strip() != "1":
+            _run([postgresql_bin("createdb"), *where, db["NAME"]], "createdb", env=env)
+
+    def stop(self) -> None:
+        if self.running():
+            _run([postgresql_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"], "pg_ctl stop")
+
+
+@dataclass
+class Redis:
+    """A cache-only Redis: no persistence, loopback only."""
+
+    install: Install
+    name = "redis"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.install.run_dir / "redis.pid"
+
+    def running(self) -> bool:
+        return pid_alive(self.pidfile)
+
+    def start(self) -> None:
+        if self.running():
+            return
+        port = str(self.install.ports["redis"])
+        _run(
+            [
+                program("redis-server"),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                self.pidfile,
+                "--logfile",
+                self.install.log_dir / "redis.log",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.install.run_dir,
+            ],
+            "redis-server",
+        )
+        wait_for(self.running, "redis-server writing its pid file")
+
+    def stop(self) -> None:
+        _stop_pidfile(self.pidfile, self.running)
+
+
+@dataclass
+class Memcached:
+    """memcached on TCP only: UDP off (-U 0), it is an amplification vector."""
+
+    install: Install
+    name = "memcached"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.install.run_dir / "memcached.pid"
+
+    def running(self) -> bool:
+        return pid_alive(self.pidfile)
+
+    def start(self) -> None:
+        if self.running():
+            return
+        port = str(self.install.ports["memcached"])
+        _run(
+            [program("memcached"), "-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "64", "-d", "-P", self.pidfile],
+            "memcached",
+        )
+        wait_for(self.running, "memcached writing its pid file")
+
+    def stop(self) -> None:
+        _stop_pidfile(self.pidfile, self.running)
+
+
+def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
+    """The dedicated copies this install's answers ask for, in start order."""
+    chosen: list[PostgreSQL | Redis | Memcached] = []
+    if install.project.database == "postgresql":
+        chosen.append(PostgreSQL(install))
+    if install.project.cache == "redis":
+        chosen.append(Redis(install))
+    elif install.project.cache == "memcached":
+        chosen.append(Memcached(install))
+    return chosen
+
+
+def _stop_pidfile(pidfile: Path, running: Callable[[], bool]) -> None:
+    if not running():
+        return
+    os.kill(int(pidfile.read_text().split()[0]), 15)
+    wait_for(lambda: not running(), f"the process of {pidfile.name} stopping")
+    pidfile.unlink(missing_ok=True)
+
+
+def _run(argv: list[object], what: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise DeployError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()}")

@@ -1,0 +1,29 @@
+"""The pages a user opens first."""
+
+import pytest
+from django.test import Client
+
+
+@pytest.mark.django_db
+def test_home_page_counts_visits(client: Client) -> None:
+    first = client.get("/", secure=True, HTTP_HOST=_host())
+    second = client.get("/", secure=True, HTTP_HOST=_host())
+    assert first.status_code == 200
+    assert first.context["visits"] + 1 == second.context["visits"]
+
+
+@pytest.mark.django_db
+def test_health_answers_ok(client: Client) -> None:
+    response = client.get("/health/", secure=True, HTTP_HOST=_host())
+    assert response.status_code == 200
+    assert response.content == b"ok\n"
+
+
+def test_unknown_host_is_refused(client: Client) -> None:
+    assert client.get("/health/", secure=True, HTTP_HOST="attacker.invalid").status_code == 400
+
+
+def _host() -> str:
+    from django.conf import settings
+
+    return settings.ALLOWED_HOSTS[0]
