@@ -163,6 +163,12 @@ class Stack:
     def deploytool(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.as_user(self.project / "env3.11/bin/python", "-m", "deploytool", *args, check=check)
 
+    def deploytool_as_root(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [self.project / "env3.11/bin/python", "-m", "deploytool", *args]
+        if check:
+            return run(argv, cwd=self.project)
+        return subprocess.run([str(a) for a in argv], cwd=self.project, capture_output=True, text=True)
+
     def https_get(
         self, path: str = "/", headers: dict[str, str] | None = None, host: str | None = None
     ) -> tuple[int, dict[str, str], bytes]:

@@ -282,3 +282,28 @@ def test_logs_land_under_logs_and_rotate_without_a_restart(stack: Stack) -> None
     stack.https_get(marker)
     wait(lambda: marker.encode() in (logs / "nginx.access.log").read_bytes(), "nginx writing to the new log")
     assert app_pid(stack) == pid  # no restart
+
+
+# ---- bin/uwsgictl.sh on the running stack ---------------------------------------------------
+
+
+def test_uwsgictl_drives_the_running_stack(stack: Stack) -> None:
+    ctl = stack.project / "bin/uwsgictl.sh"
+    refused = subprocess.run([ctl, "status"], capture_output=True, text=True)  # as root
+    assert refused.returncode != 0 and "root" in refused.stderr
+    pid = app_pid(stack)
+    assert "already running" in stack.as_user(ctl, "start").stdout  # a no-op that succeeds
+    assert app_pid(stack) == pid  # no second instance
+    stack.as_user(ctl, "reload")
+    assert app_pid(stack) == pid  # graceful: the master stays
+    assert stack.https_get("/")[0] == 200
+    stack.as_user(ctl, "stop")
+    assert stack.as_user(ctl, "status", check=False).returncode == 3
+    assert stack.https_get("/")[0] == 502
+    stack.as_user(ctl, "stop")  # already stopped: a no-op that succeeds
+    stack.as_user(ctl, "start")
+    assert stack.https_get("/")[0] == 200
+    stack.as_user(ctl, "restart")
+    assert app_pid(stack) != pid and stack.https_get("/")[0] == 200
+    app(stack, "start")  # back under the process manager (it takes over a hand-started server)
+    wait(lambda: stack.https_get("/")[0] == 200, "the site under its process manager again")

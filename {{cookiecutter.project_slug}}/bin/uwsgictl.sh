@@ -122,8 +122,17 @@ running_pid() {
 
 alive() { [[ $(readlink "/proc/$1/cwd" 2>/dev/null) == "$ROOT" ]]; }
 
-# Child pids of the master: its workers.
-workers() { pgrep -P "$1" | sort || true; }
+# Child pids of the master (its workers), on one line.
+workers() { pgrep -P "$1" | tr '\n' ' ' || true; }
+
+# Is any pid of the list $1 still in the list $2?
+any_left() {
+    local pid
+    for pid in $1; do
+        [[ " $2 " == *" $pid "* ]] && return 0
+    done
+    return 1
+}
 
 # Is something listening on PORT_APP? Read from /proc: connecting would log a bad request.
 listening() {
@@ -295,8 +304,7 @@ cmd_reload() {
     local waited=0 now
     while :; do
         now=$(workers "$pid")
-        if [[ -n $now ]] && [[ -z $before || -z $(comm -12 <(printf '%s\n' "$before") <(printf '%s\n' "$now")) ]] &&
-            apps_loaded "$pid"; then
+        if [[ -n ${now// /} ]] && ! any_left "$before" "$now" && apps_loaded "$pid"; then
             break
         fi
         alive "$pid" || {

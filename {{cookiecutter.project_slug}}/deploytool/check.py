@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DeployError
 from .layout import Install
 from .render import outputs, render_text
 
@@ -88,6 +89,15 @@ def check_nginx(install: Install, tmp: Path) -> Iterator[Result]:
             f"http {{\n    include /etc/nginx/mime.types;\n    include {site};\n}}\n"
         )
         yield run(f"nginx -t {path.name}", ["nginx", "-t", "-q", "-e", f"{tmp}/error.log", "-c", str(conf)])
+
+
+def nginx_valid(install: Install) -> None:
+    """Raise unless the install's sites pass nginx -t: run before anything is put in place."""
+    with tempfile.TemporaryDirectory(prefix="deploytool-nginx-") as tmp:
+        failed = [result for result in check_nginx(install, Path(tmp)) if not result.ok]
+    if failed:
+        details = "; ".join(f"{result.name}: {result.detail}" for result in failed)
+        raise DeployError(f"the rendered nginx config fails, nothing was changed: {details}")
 
 
 def check_units(install: Install, tmp: Path) -> Iterator[Result]:

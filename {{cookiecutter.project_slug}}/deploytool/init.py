@@ -47,12 +47,16 @@ def init(root: Path, install_type: str, system_root: Path = Path("/")) -> Instal
         password = secrets.token_urlsafe(18)
         _create_secret(install.root / "etc" / "admin_password", f"{ADMIN_USER}:{password}\n")
         _create_secret(install.htpasswd, f"{ADMIN_USER}:{hash_password(password)}\n")
-    for link, target in install.links.items():
-        ensure_link(link, target)
+    make_links(install)
     for folder in (install.media_root, install.data_dir):
         folder.mkdir(exist_ok=True)
     render(install)
     return install
+
+
+def make_links(install: Install) -> list[Path]:
+    """Point logs/, backups/ and settings_local.py where this install's layout says."""
+    return [link for link, target in install.links.items() if ensure_link(link, target)]
 
 
 def _create_secret(path: Path, text: str) -> None:

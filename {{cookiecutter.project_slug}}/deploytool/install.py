@@ -21,6 +21,7 @@ from pathlib import Path
 from .certs import has_certificate
 from .errors import DeployError
 from .files import ensure_link
+from .init import make_links
 from .layout import Install
 from .render import outputs, render
 
@@ -62,9 +63,13 @@ def install_system(install: Install) -> Iterator[str]:
         if _copy(source, target, source.stat().st_mode & 0o777):
             yield f"installed {target}"
     if install.htpasswd.exists():
-        owner = NGINX_USER if chown and not install.sandbox else None
+        owner = NGINX_USER if chown else None  # as root: nginx's workers; in a sandbox: its user
         if _copy(install.htpasswd, install.nginx_htpasswd, 0o600, owner):
             yield f"installed {install.nginx_htpasswd} (mode 600)"
+    for link in make_links(install):
+        if chown:
+            os.lchown(link, user.pw_uid, user.pw_gid)
+        yield f"linked {link.name} -> {os.readlink(link)}"
     enabled = install.nginx_dir / "sites-enabled"
     for name in (f"{install.site}.nginx.conf", f"{install.site}_letsencrypt.nginx.conf"):
         link = enabled / name

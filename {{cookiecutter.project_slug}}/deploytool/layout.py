@@ -195,6 +195,12 @@ class Install:
         return self.letsencrypt_dir / "live" / self.site
 
     @property
+    def self_signed_dir(self) -> Path:
+        """A sandbox's self-signed certificate, served until certbot has issued one: kept out
+        of certbot's live/, where a folder certbot did not make stops it from issuing."""
+        return self.system(f"/etc/ssl/sandbox/{self.site}")
+
+    @property
     def acme_webroot(self) -> Path:
         """Where certbot writes HTTP-01 challenges and nginx serves them from."""
         return self.system("/var/www/letsencrypt")

@@ -18,8 +18,9 @@ import time
 
 from . import services
 from .certs import ensure_self_signed, sandbox_ca
+from .check import nginx_valid
 from .errors import DeployError
-from .files import ensure_link
+from .init import make_links
 from .install import install
 from .layout import Install
 from .probe import https_get
@@ -125,8 +126,7 @@ def as_sandbox(current: Install) -> Install:
         )
     sandbox = dataclasses.replace(current, system_root=current.root / SANDBOX)
     render(sandbox)  # env.conf now names the sandbox: bin/uwsgictl.sh follows it
-    for link, target in sandbox.links.items():
-        ensure_link(link, target)
+    make_links(sandbox)
     return sandbox
 
 
@@ -157,6 +157,7 @@ def url(install: Install) -> str:
 def up(current: Install) -> Install:
     sandbox = as_sandbox(current)
     ports_free(sandbox)
+    nginx_valid(sandbox)  # a broken site never replaces the one nginx serves
     ensure_self_signed(sandbox)
     install(sandbox, "system")
     for service in services.for_install(sandbox):  # migrate needs the database

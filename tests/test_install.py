@@ -1,0 +1,159 @@
+"""A server install, step by step (`deploytool install --root DIR`), the systemd unit, the
+tmpfiles.d line, and bad situations that must leave the previous state working."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Stack, bake_for_user, run, running_stack, tool
+
+BLOCK = 62050  # a block of its own: other test modules use other blocks
+
+
+@pytest.fixture
+def baked(project_user: str, project_venv: Path) -> Iterator[Stack]:
+    """A baked project (a server install: system root /), not running."""
+    project = bake_for_user(project_user, project_venv, port_block_start=BLOCK, install_type="pro")
+    yield Stack(project, project_user)
+    run(["rm", "-rf", project.parent])
+
+
+def owner(path: Path) -> str:
+    return pwd.getpwuid(path.lstat().st_uid).pw_name
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+# ---- install --root DIR ----------------------------------------------------------------------
+
+
+def test_install_into_an_empty_root_then_again_changes_nothing(baked: Stack, tmp_path: Path) -> None:
+    root = tmp_path / "system"
+    root.mkdir()
+    os.chmod(tmp_path, 0o755)
+    first = baked.deploytool_as_root("install", "--root", str(root), "--part", "system")
+    site, service, user = baked.site, baked.env["SERVICE"], baked.user
+    answers = baked.answers
+    where = f"{user}/{answers['domain']}/pro"
+    expected_files = {
+        f"etc/nginx/sites-available/{site}.nginx.conf": ("root", 0o644),
+        f"etc/nginx/sites-available/{site}_letsencrypt.nginx.conf": ("root", 0o644),
+        "etc/nginx/snippets/acme.conf": ("root", 0o644),
+        f"etc/nginx/htpasswd/{site}": ("www-data", 0o600),
+        "etc/letsencrypt/cli.ini": ("root", 0o644),
+        f"etc/letsencrypt/renewal-hooks/deploy/{site}.sh": ("root", 0o755),
+        f"etc/systemd/system/{service}.service": ("root", 0o644),
+        f"etc/logrotate.d/{site}": ("root", 0o644),
+        f"etc/tmpfiles.d/{site}.conf": ("root", 0o644),
+    }
+    for name, (who, bits) in expected_files.items():
+        path = root / name
+        assert path.is_file() and not path.is_symlink(), name
+        assert (owner(path), mode(path)) == (who, bits), name
+    # No certificate yet: the bootstrap site is the one enabled (seed 000 §3.1).
+    enabled = root / "etc/nginx/sites-enabled"
+    assert sorted(p.name for p in enabled.iterdir()) == [f"{site}_letsencrypt.nginx.conf"]
+    bootstrap = f"{site}_letsencrypt.nginx.conf"
+    assert os.readlink(enabled / bootstrap) == f"../sites-available/{bootstrap}"
+    for folder in (f"var/log/{where}", f"var/backups/{where}", f"run/{site}"):
+        assert (owner(root / folder), mode(root / folder)) == (user, 0o750), folder
+    assert (root / "var/www/letsencrypt").is_dir()
+    # The links in the install point into the new root.
+    assert os.readlink(baked.project / "logs") == str(root / f"var/log/{where}")
+    assert f"installed {root}/etc/logrotate.d/{site}" in first.stdout
+    # The user's part: venv (already there), requirements, migrate, collectstatic.
+    user_part = baked.deploytool("install", "--part", "user").stdout
+    assert "applied migrations" in user_part and "collected static files" in user_part
+    assert (baked.project / "static/staticfiles.json").exists()
+    # Again: nothing changes.
+    assert "no change" in baked.deploytool_as_root("install", "--root", str(root), "--part", "system").stdout
+    assert "no change" in baked.deploytool("install", "--part", "user").stdout
+
+
+def test_parts_refuse_the_wrong_user(baked: Stack) -> None:
+    as_root = baked.deploytool_as_root("install", "--part", "user", check=False)
+    assert as_root.returncode == 2 and "never as root" in as_root.stderr
+    as_user = baked.deploytool("install", "--part", "system", check=False)
+    assert as_user.returncode == 2 and "as root" in as_user.stderr
+
+
+# ---- systemd and tmpfiles.d ------------------------------------------------------------------
+
+
+def test_systemd_unit_verifies_and_is_hardened(baked: Stack) -> None:
+    unit = next((baked.project / "etc/systemd/system").glob("*.service"))
+    verify = subprocess.run([tool("systemd-analyze"), "verify", unit], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    security = run([tool("systemd-analyze"), "security", "--offline=true", unit])
+    score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout).group(1))  # type: ignore[union-attr]
+    assert score <= 2.0, security.stdout
+
+
+def test_tmpfiles_line_makes_the_run_folder(baked: Stack, tmp_path: Path) -> None:
+    conf = next((baked.project / "etc/tmpfiles.d").glob("*.conf"))
+    # --root reads users from the root's own /etc, as on the server it stands for.
+    (tmp_path / "etc").mkdir()
+    for database in ("passwd", "group"):
+        (tmp_path / "etc" / database).write_text(Path("/etc", database).read_text())
+    run([tool("systemd-tmpfiles"), "--create", f"--root={tmp_path}", conf])
+    folder = tmp_path / f"run/{baked.site}"
+    assert folder.is_dir()
+    assert (owner(folder), mode(folder)) == (baked.user, 0o750)
+
+
+# ---- bad situations --------------------------------------------------------------------------
+
+
+def test_a_taken_port_stops_up_before_anything_starts(baked: Stack) -> None:
+    taken = int(baked.env["PORT_HTTPS"])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        proc = baked.deploytool("up", check=False)
+        assert proc.returncode == 2
+        assert f"port {taken}" in proc.stderr and "taken by another program" in proc.stderr
+        assert baked.listening() == [taken]  # only the squatter: nothing of ours started
+    assert baked.deploytool("status", check=False).returncode == 3
+
+
+@pytest.fixture(scope="module")
+def stack(project_user: str, project_venv: Path) -> Iterator[Stack]:
+    with running_stack(project_user, project_venv, port_block_start=BLOCK, install_type="stage") as running:
+        yield running
+
+
+def test_broken_nginx_config_leaves_the_site_serving(stack: Stack) -> None:
+    template = stack.project / "etc/templates/nginx/site.conf.j2"
+    good = template.read_text()
+    template.write_text(good + "\nthis_is_not_a_directive on;\n")
+    try:
+        proc = stack.deploytool("up", check=False)
+        assert proc.returncode == 2 and "nginx" in proc.stderr and "this_is_not_a_directive" in proc.stderr
+        assert stack.https_get("/")[0] == 200
+        installed = stack.sandbox / f"etc/nginx/sites-available/{stack.site}.nginx.conf"
+        assert "this_is_not_a_directive" not in installed.read_text()
+    finally:
+        template.write_text(good)
+    stack.deploytool("up")
+
+
+def test_app_that_fails_to_import_is_not_reloaded(stack: Stack) -> None:
+    urls = stack.project / stack.answers["project_slug"] / "urls.py"
+    good = urls.read_text()
+    urls.write_text(good + "\nraise ImportError('a deploy broke this module')\n")
+    try:
+        proc = stack.as_user(stack.project / "bin/uwsgictl.sh", "reload", check=False)
+        assert proc.returncode != 0 and "does not import" in proc.stderr
+        assert stack.https_get("/")[0] == 200  # the running code keeps serving
+    finally:
+        urls.write_text(good)
