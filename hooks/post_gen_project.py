@@ -40,7 +40,9 @@ def prune() -> None:
 
 def main() -> int:
     prune()
-    init = [sys.executable, "-m", "deploytool", "init", "--install-type", INSTALL_TYPE]
+    # -B: no __pycache__ in the project. cruft runs this hook in two temporary renders on
+    # every update; their .pyc files differ (source mtimes) and would enter its diff.
+    init = [sys.executable, "-B", "-m", "deploytool", "init", "--install-type", INSTALL_TYPE]
     return subprocess.run(init, check=False).returncode
 
 

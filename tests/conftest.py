@@ -44,14 +44,19 @@ def tool(name: str) -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def project_user() -> str:
+def ensure_project_user() -> str:
+    """The project user, created when missing (as root). Also used by bench/."""
     try:
         pwd.getpwnam(PROJECT_USER)
     except KeyError:
         assert os.geteuid() == 0, f"user {PROJECT_USER} is missing: run as root, or `useradd -m {PROJECT_USER}`"
         run(["useradd", "--create-home", "--shell", "/bin/bash", PROJECT_USER])
     return PROJECT_USER
+
+
+@pytest.fixture(scope="session")
+def project_user() -> str:
+    return ensure_project_user()
 
 
 def pinned_requirements() -> list[str]:
@@ -66,9 +71,13 @@ def pinned_requirements() -> list[str]:
 
 @pytest.fixture(scope="session")
 def project_venv() -> Path:
+    return ensure_project_venv()
+
+
+def ensure_project_venv() -> Path:
     """One venv from the system Python with every pinned requirement, cached by their hash.
 
-    It lives in the temp folder so that the project user can run it too."""
+    It lives in the temp folder so that the project user can run it too. Also used by bench/."""
     requirements = "\n".join(pinned_requirements()) + "\n"
     digest = hashlib.sha256(requirements.encode()).hexdigest()[:12]
     venv = Path(tempfile.gettempdir()) / f"dj-layout-venv-{digest}"

@@ -16,7 +16,12 @@ packages=(
   python3-venv     # the project user's virtualenv, from Debian's Python
   python3-dev      # uWSGI compiles against it
   gcc              # ditto
-  postgresql       # a throwaway cluster for PostgreSQL bakes
+  postgresql       # the install's own cluster, and a throwaway one for bakes
+  redis-server     # the install's own Redis
+  memcached        # the install's own memcached
+  python3-seccomp  # the unit's system call filter, rebuilt by a test
+  certbot          # deploytool cert and the renewal, for real
+  pebble           # Let's Encrypt's test CA (with pebble-challtestsrv) on loopback
 )
 missing=()
 for package in "${packages[@]}"; do

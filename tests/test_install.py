@@ -37,10 +37,9 @@ def mode(path: Path) -> int:
 # ---- install --root DIR ----------------------------------------------------------------------
 
 
-def test_install_into_an_empty_root_then_again_changes_nothing(baked: Stack, tmp_path: Path) -> None:
-    root = tmp_path / "system"
+def test_install_into_an_empty_root_then_again_changes_nothing(baked: Stack) -> None:
+    root = baked.project.parent / "system"  # where the project user can look, as under /
     root.mkdir()
-    os.chmod(tmp_path, 0o755)
     first = baked.deploytool_as_root("install", "--root", str(root), "--part", "system")
     site, service, user = baked.site, baked.env["SERVICE"], baked.user
     answers = baked.answers

@@ -139,6 +139,13 @@ class Install:
             return status
         return uwsgi_request(port, host, path)
 
+    def answers(self) -> bool:
+        """Does the app answer 200 yet? (Connection refused while it starts.)"""
+        try:
+            return self.request() == 200
+        except OSError:
+            return False
+
     def stop_everything(self) -> None:
         """Teardown: stop what the test left running, by pid, never by name."""
         self.ctl("stop")
@@ -181,11 +188,11 @@ def make_install(project_user: str, project_venv: Path) -> Iterator[Callable[...
     """make_install(app_server, process_manager) -> a sandbox install, cleaned up after."""
     made: list[tuple[Install, Path]] = []
 
-    def make(app_server: str, process_manager: str = "systemd") -> Install:
+    def make(app_server: str, process_manager: str = "systemd", parent: str | None = None) -> Install:
         block = next((b for b in BLOCKS if all(port_free(b + offset) for offset in (1, 2, 8))), None)
         assert block, f"the app, stats and supervisord ports of blocks {BLOCKS} are all in use (ss -ltnp)"
         # Outside pytest's 0700 temp folder: the project user must reach the install.
-        base = Path(tempfile.mkdtemp(prefix="uwsgictl-"))
+        base = Path(tempfile.mkdtemp(prefix="uwsgictl-", dir=parent))
         base.chmod(0o755)
         answers = {
             "user": project_user,
@@ -316,6 +323,19 @@ def test_start_status_reload_stop(make_install: Callable[..., Install], app_serv
     again = install.ctl("stop", check=True)  # stopping a stopped server is a no-op
     assert "not running" in again.stdout
     assert install.ctl("reload").returncode == 7  # LSB: program is not running
+
+
+@needs_root
+@pytest.mark.parametrize("app_server", APP_SERVERS)
+def test_status_after_a_crash_and_start_again(make_install: Callable[..., Install], app_server: str) -> None:
+    install = make_install(app_server)
+    install.ctl("start", check=True)
+    os.kill(install.master(), signal.SIGKILL)
+    wait_for("the workers to follow their master", lambda: install.processes() == [])
+    status = install.ctl("status")
+    assert status.returncode == 1 and "pid file" in status.stdout, status  # LSB: dead, pid file left
+    install.ctl("start", check=True)
+    assert install.ctl("status").returncode == 0 and install.request() == 200
 
 
 @needs_root
@@ -503,3 +523,158 @@ def test_systemd_unit_verifies_and_is_sandboxed(make_install: Callable[..., Inst
     assert f"ExecStart={install.root}/bin/uwsgictl.sh run" in text
     assert f"User={install.user}" in text and "Restart=on-failure" in text
     assert ("KillSignal=SIGINT" if app_server == "uwsgi" else "KillSignal=SIGTERM") in text
+
+
+# The unit's SystemCallFilter= and RestrictAddressFamilies=, applied as systemd applies them:
+# allowed: @system-service but @privileged and @resources; any other call fails with EPERM
+# (SystemCallErrorNumber=EPERM); socket() for AF_UNIX, AF_INET and AF_INET6 only.
+SECCOMP_EXEC = """
+import os, socket, subprocess, sys
+import seccomp
+
+listing = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True, text=True, check=True).stdout
+groups, current = {}, None
+for line in listing.splitlines():
+    if line.startswith("@"):
+        current = groups.setdefault(line.split()[0], [])
+    elif current is not None and line.strip() and not line.strip().startswith("#"):
+        current.append(line.strip())
+
+def expand(name, seen):
+    if not name.startswith("@"):
+        return {name}
+    calls = set()
+    for item in groups[name]:
+        if item not in seen:
+            seen.add(item)
+            calls |= expand(item, seen)
+    return calls
+
+allowed = expand("@system-service", set()) - expand("@privileged", set()) - expand("@resources", set())
+allowed.discard("socket")
+fil = seccomp.SyscallFilter(defaction=seccomp.ERRNO(1))
+for name in allowed:
+    try:
+        fil.add_rule(seccomp.ALLOW, name)
+    except (RuntimeError, ValueError):
+        pass  # not a system call of this architecture
+for family in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):
+    fil.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, family))
+fil.add_rule(seccomp.ERRNO(97), "socket", seccomp.Arg(0, seccomp.GT, socket.AF_INET6))
+fil.load()
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def unit_sandbox(unit: Path, venv: Path) -> str:
+    """Shell that rebuilds, in a private mount namespace, the file system the unit's
+    directives give the service (systemd is not PID 1 here, so it cannot do it itself)."""
+    directives = dict(
+        line.split("=", 1) for line in unit.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    for name, value in {
+        "ProtectSystem": "strict",
+        "ProtectHome": "read-only",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectProc": "invisible",
+    }.items():
+        assert directives.get(name) == value, f"{unit.name}: {name}={directives.get(name)} (the emulation has {value})"
+    writable = " ".join(f"'{path}'" for path in directives["ReadWritePaths"].split())
+    return f"""set -e
+        mkdir -p /mnt/unit-venv /mnt/unit-dev
+        mount --bind '{venv}' /mnt/unit-venv  # the project venv lives in /tmp in these tests
+        mount --rbind /dev /mnt/unit-dev
+        # PrivateTmp=yes
+        mount -t tmpfs -o mode=1777 tmpfs /tmp
+        mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+        mkdir -p '{venv}'
+        mount --move /mnt/unit-venv '{venv}'
+        # ReadWritePaths=, then ProtectSystem=strict and ProtectHome=read-only: the rest read-only
+        for path in {writable}; do mount --bind "$path" "$path"; done
+        mount -o remount,bind,ro /
+        # PrivateDevices=yes: the pseudo devices and the standard links only
+        mount -t tmpfs -o mode=755 tmpfs /dev
+        for node in null zero full random urandom tty; do
+            touch /dev/$node
+            mount --bind /mnt/unit-dev/$node /dev/$node
+        done
+        mkdir /dev/shm /dev/pts
+        mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+        ln -s /proc/self/fd /dev/fd
+        umount -l /mnt/unit-dev
+        # ProtectKernelTunables=yes, ProtectControlGroups=yes
+        mount --bind /proc/sys /proc/sys
+        mount -o remount,bind,ro /proc/sys
+        mount -o remount,bind,ro /sys
+        # ProtectProc=invisible
+        mount -t proc -o hidepid=invisible proc /proc
+        """
+
+
+@needs_root
+@pytest.mark.parametrize("app_server", APP_SERVERS)
+def test_app_server_runs_in_the_units_sandbox(
+    make_install: Callable[..., Install], project_venv: Path, app_server: str
+) -> None:
+    """ExecStart, ExecReload and ExecStop under the unit's hardening, rebuilt by hand: a mount
+    namespace (ProtectSystem=strict, ProtectHome=read-only, ReadWritePaths=, PrivateTmp,
+    PrivateDevices, ProtectKernelTunables, ProtectProc=invisible), setpriv (User=,
+    NoNewPrivileges, empty CapabilityBoundingSet) and a seccomp filter (SystemCallFilter=,
+    RestrictAddressFamilies=). The app must serve, reload and stop with status 0."""
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import seccomp"], capture_output=True, text=True)
+    assert probe.returncode == 0, "python3-seccomp is missing: apt-get install python3-seccomp"
+    # Under /home, like a real install: PrivateTmp hides /tmp.
+    install = make_install(app_server, "systemd", parent="/home")
+    (unit,) = (install.root / "etc" / "systemd" / "system").glob("*.service")
+    loader = install.root.parent / "seccomp_exec.py"
+    loader.write_text(SECCOMP_EXEC)
+    ctl = str(install.root / "bin" / "uwsgictl.sh")
+    as_unit = [
+        tool("setpriv"),
+        f"--reuid={install.user}",
+        f"--regid={install.user}",
+        "--init-groups",
+        "--no-new-privs",
+        "--bounding-set=-all",
+        "--inh-caps=-all",
+        "/usr/bin/python3",
+        str(loader),
+        ctl,
+    ]
+    setup = unit_sandbox(unit, project_venv)
+    # unshare, bash, setpriv, python and the script all exec: the pid is the unit's main pid.
+    start = [
+        tool("unshare"),
+        "--mount",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        setup + 'exec "$@"',
+        "bash",
+        *as_unit,
+        "run",
+    ]
+    server = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        served = wait_for("the app to answer", lambda: server.poll() is not None or install.answers(), 60)
+        assert server.poll() is None and served, f"the server exited: {server.stderr.read() if server.stderr else ''}"
+        assert install.master() == server.pid
+        # ExecReload and ExecStop run in the service's namespace, under the same restrictions.
+        enter = [tool("nsenter"), "--mount", f"--target={server.pid}", "--", *as_unit]
+        reload = subprocess.run([*enter, "reload"], capture_output=True, text=True, timeout=120)
+        assert reload.returncode == 0, reload
+        assert install.request() == 200 and install.master() == server.pid
+        denied = subprocess.run([*enter[:-1], "/usr/bin/touch", str(install.root / "written")], capture_output=True)
+        assert denied.returncode != 0, "the install root is writable: ProtectHome=read-only is not emulated"
+        stop = subprocess.run([*enter, "stop"], capture_output=True, text=True, timeout=120)
+        assert stop.returncode == 0, stop
+        assert server.wait(60) == 0
+        log = Path(install.env["APP_LOG"]).read_text()
+        assert "Operation not permitted" not in log and "Read-only file system" not in log, log[-2000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

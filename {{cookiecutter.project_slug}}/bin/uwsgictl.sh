@@ -22,7 +22,9 @@
 #   until the manager's next start (boot, `systemctl restart`, `supervisorctl start`):
 #   `run` under a manager stops a hand-started instance gracefully and takes over, so
 #   there is never a second instance.
-# - `reload` is graceful and keeps the master's pid, so the manager never notices it.
+# - `reload` is graceful and keeps the master's pid, so the manager never notices it:
+#   use it for new code and config. `restart` is `stop` then `start`, so by hand it leaves
+#   a hand-started server; under a manager restart through it (systemctl/supervisorctl).
 #
 # Exit status: 0 done; 1 failed; 2 usage; status: 0 running, 1 dead with a pid file left,
 # 3 stopped (LSB); reload when not running: 7 (LSB "program is not running").
@@ -273,6 +275,9 @@ preflight() {
 import importlib, sys
 module, _, name = sys.argv[1].partition(":")
 getattr(importlib.import_module(module), name or "application")
+if "django" in sys.modules:  # Django imports the URLconf (every view) only on a first request
+    from django.urls import get_resolver
+    get_resolver().url_patterns
 ' "$WSGI_APP" 2>&1); then
         printf '%s\n' "$out" | tail -n 20 | sed 's/^/    /' >&2
         die 1 "$WSGI_APP does not import (above): not reloading, the running code keeps serving"
@@ -282,6 +287,7 @@ getattr(importlib.import_module(module), name or "application")
 cmd_reload() {
     local pid
     pid=$(running_pid) || die 7 "$SERVICE: $APP_SERVER is not running: start it with $0 start"
+    check_dirs
     preflight
     local before how
     before=$(workers "$pid")

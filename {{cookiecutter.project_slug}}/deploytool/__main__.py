@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import ports
+from . import letsencrypt, ports
 from .check import check
+from .deploy import deploy
 from .errors import DeployError
 from .init import init, summary
 from .install import install as install_
@@ -40,6 +41,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         choices=["system", "user", "all"],
         help="system (as root), user (as the project user); default: what the current user may do",
     )
+    sub = commands.add_parser("cert", help="certificate via certbot: bootstrap site -> certonly -> final HTTPS site")
+    sub.add_argument("--server", help="ACME directory URL (default Let's Encrypt; staging or a private CA)")
+    sub.add_argument("--ca-bundle", type=Path, help="PEM file trusted for the ACME server's HTTPS (a private CA)")
+    sub.add_argument("--no-www", dest="www", action="store_false", help="leave the www name out (pro)")
+    sub.add_argument("--email", help="account e-mail for expiry notices (default: cli.ini's)")
+    sub = commands.add_parser("deploy", help="put a revision live: fetch, deps, migrate, static, reload, health check")
+    sub.add_argument("revision", nargs="?", help="commit, tag or branch (default: the tracked remote branch)")
+    sub.add_argument("--health-timeout", type=float, default=30.0, help="seconds /health/ has to answer (default 30)")
     commands.add_parser("up", help="the whole stack of this install, as you, on loopback, under .sandbox/")
     commands.add_parser("down", help="stop the sandbox stack: no process, no listening port left")
     commands.add_parser("status", help="what of the stack runs (exit 0 all, 3 none, 1 some)")
@@ -69,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if all(result.ok for result in results) else 1
         elif args.command == "install":
             return run_install(install, args.system_root, args.part)
+        elif args.command == "cert":
+            request = letsencrypt.Request(args.server, args.ca_bundle, args.www, args.email)
+            for line in letsencrypt.cert(install, request):
+                print(line, flush=True)
+        elif args.command == "deploy":
+            return deploy(install, args.revision, args.health_timeout)
         elif args.command == "up":
             install = up(install)
             print(f"up: {url(install)}  (the {install.install_type} install, as {install.project.user})")

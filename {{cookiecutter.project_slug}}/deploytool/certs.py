@@ -1,5 +1,8 @@
-"""Certificates: a sandbox's self-signed one (issued by a CA of its own, so clients can
-trust it without -k), kept aside whenever a real certificate is present."""
+"""Certificates: which one the site serves, and a sandbox's self-signed one (issued by a
+CA of its own, so clients can trust it without -k) for as long as certbot has issued none.
+
+The self-signed files live in their own folder (Install.self_signed_dir), never in
+certbot's live/<site>/: certbot refuses to create a lineage where that folder has files."""
 
 from __future__ import annotations
 
@@ -18,13 +21,31 @@ def sandbox_ca(install: Install) -> Path:
     return install.system("/etc/ssl/sandbox-ca.pem")
 
 
+def _complete(folder: Path) -> bool:
+    return (folder / "fullchain.pem").exists() and (folder / "privkey.pem").exists()
+
+
+def issued(install: Install) -> bool:
+    """Whether certbot has a certificate for the site in live/<site>/."""
+    return _complete(install.cert_dir)
+
+
+def site_cert_dir(install: Install) -> Path:
+    """The folder the HTTPS site takes its certificate from: certbot's live/<site>/, or in
+    a sandbox where certbot has issued none yet, the self-signed one."""
+    if install.sandbox and not issued(install):
+        return install.self_signed_dir
+    return install.cert_dir
+
+
 def has_certificate(install: Install) -> bool:
-    return (install.cert_dir / "fullchain.pem").exists() and (install.cert_dir / "privkey.pem").exists()
+    """Whether the HTTPS site can be loaded: its certificate files exist."""
+    return _complete(site_cert_dir(install))
 
 
 def ensure_self_signed(install: Install) -> bool:
-    """Issue a certificate for the site's names from the sandbox CA, unless one exists.
-    Returns whether one was made."""
+    """Issue a certificate for the site's names from the sandbox CA, unless the site already
+    has one (self-signed earlier, or issued by certbot). Returns whether one was made."""
     if has_certificate(install):
         return False
     ca = sandbox_ca(install)
@@ -51,8 +72,9 @@ def ensure_self_signed(install: Install) -> bool:
             ]
         )
         ca_key.chmod(0o600)
-    install.cert_dir.mkdir(parents=True, exist_ok=True)
-    key = install.cert_dir / "privkey.pem"
+    folder = install.self_signed_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder / "privkey.pem"
     names = ",".join(f"DNS:{name}" for name in install.server_names)
     with tempfile.TemporaryDirectory() as tmp:
         csr = Path(tmp) / "site.csr"
@@ -90,7 +112,7 @@ def ensure_self_signed(install: Install) -> bool:
                 "-copy_extensions",
                 "copy",
                 "-out",
-                install.cert_dir / "fullchain.pem",
+                folder / "fullchain.pem",
             ]
         )
     return True

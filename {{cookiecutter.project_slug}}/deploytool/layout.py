@@ -151,6 +151,26 @@ class Install:
         return self.root / "bin" / "uwsgictl.sh"
 
     @property
+    def wsgi_app(self) -> str:
+        return f"{self.project.project_slug}.wsgi:application"
+
+    @property
+    def app_log(self) -> Path:
+        """The app server's own log (what it and bin/uwsgictl.sh print)."""
+        name = "uwsgi.log" if self.project.app_server == "uwsgi" else "gunicorn.error.log"
+        return self.log_dir / name
+
+    @property
+    def master_fifo(self) -> Path:
+        """uWSGI's master FIFO: q stops gracefully, c chain-reloads."""
+        return self.run_dir / "uwsgi.fifo"
+
+    @property
+    def logreopen_file(self) -> Path:
+        """Touched by logrotate: uWSGI reopens its log (touch-logreopen)."""
+        return self.run_dir / "uwsgi.logreopen"
+
+    @property
     def app_config(self) -> Path:
         name = "uwsgi.yaml" if self.project.app_server == "uwsgi" else "gunicorn.conf.py"
         return self.etc_dir / name

@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 
+from .certs import site_cert_dir
 from .files import write_atomic
 from .layout import Install
 
@@ -68,7 +69,7 @@ def context(install: Install, **overrides: Any) -> dict[str, Any]:
         "install": install,
         "ports": install.ports,
         # paths `check` swaps for throwaway ones: templates use these names, not install.*
-        "cert_dir": install.cert_dir,
+        "cert_dir": site_cert_dir(install),
         "log_dir": install.log_dir,
         "nginx_dir": install.nginx_dir,
         **overrides,

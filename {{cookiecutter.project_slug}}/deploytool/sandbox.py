@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
+import pwd
 import socket
 import subprocess
 import time
@@ -19,6 +21,7 @@ import time
 from . import services
 from .certs import ensure_self_signed, sandbox_ca
 from .check import nginx_valid
+from .deploy import status_lines
 from .errors import DeployError
 from .init import make_links
 from .install import install
@@ -155,6 +158,13 @@ def url(install: Install) -> str:
 
 
 def up(current: Install) -> Install:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    if me != current.project.user:
+        raise DeployError(
+            f"`up` runs the stack as the project user {current.project.user!r}, not as {me!r}: "
+            f"runuser -u {current.project.user} -- {current.python} -m deploytool up"
+            + (" (never as root)" if os.geteuid() == 0 else "")
+        )
     sandbox = as_sandbox(current)
     ports_free(sandbox)
     nginx_valid(sandbox)  # a broken site never replaces the one nginx serves
@@ -197,6 +207,7 @@ def status(install: Install) -> tuple[int, list[str]]:
     """LSB-like: 0 all running, 3 all stopped, 1 some running."""
     states = [(c.name, c.running()) for c in components(install)]
     lines = [f"{name:<11} {'running' if up_ else 'stopped'}" for name, up_ in states]
+    lines += status_lines(install)  # the live revision and since when, the template version
     ups = [up_ for _, up_ in states]
     return (0 if all(ups) else 3 if not any(ups) else 1), lines
 

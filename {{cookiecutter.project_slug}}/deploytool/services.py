@@ -131,77 +131,88 @@ class PostgreSQL:
 
 
 @dataclass
-class Redis:
+class _Daemon:
+    """A server that daemonizes itself and writes a pid file in the run dir."""
+
+    install: Install
+    name = ""
+
+    @property
+    def pidfile(self) -> Path:
+        return self.install.run_dir / f"{self.name}.pid"
+
+    @property
+    def port(self) -> str:
+        return str(self.install.ports[self.name])
+
+    def argv(self) -> list[object]:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        return pid_alive(self.pidfile)
+
+    def start(self) -> None:
+        if self.running():
+            return
+        _run(self.argv(), self.name)
+        wait_for(self.running, f"{self.name} writing its pid file")
+
+    def stop(self) -> None:
+        if not self.running():
+            return
+        os.kill(int(self.pidfile.read_text().split()[0]), 15)
+        wait_for(lambda: not self.running(), f"{self.name} stopping")
+        self.pidfile.unlink(missing_ok=True)
+
+
+class Redis(_Daemon):
     """A cache-only Redis: no persistence, loopback only."""
 
-    install: Install
     name = "redis"
 
-    @property
-    def pidfile(self) -> Path:
-        return self.install.run_dir / "redis.pid"
-
-    def running(self) -> bool:
-        return pid_alive(self.pidfile)
-
-    def start(self) -> None:
-        if self.running():
-            return
-        port = str(self.install.ports["redis"])
-        _run(
-            [
-                program("redis-server"),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                port,
-                "--daemonize",
-                "yes",
-                "--pidfile",
-                self.pidfile,
-                "--logfile",
-                self.install.log_dir / "redis.log",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.install.run_dir,
-            ],
-            "redis-server",
-        )
-        wait_for(self.running, "redis-server writing its pid file")
-
-    def stop(self) -> None:
-        _stop_pidfile(self.pidfile, self.running)
+    def argv(self) -> list[object]:
+        log = self.install.log_dir / "redis.log"
+        return [
+            program("redis-server"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            self.port,
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            self.pidfile,
+            "--logfile",
+            log,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.install.run_dir,
+        ]
 
 
-@dataclass
-class Memcached:
+class Memcached(_Daemon):
     """memcached on TCP only: UDP off (-U 0), it is an amplification vector."""
 
-    install: Install
     name = "memcached"
 
-    @property
-    def pidfile(self) -> Path:
-        return self.install.run_dir / "memcached.pid"
-
-    def running(self) -> bool:
-        return pid_alive(self.pidfile)
-
-    def start(self) -> None:
-        if self.running():
-            return
-        port = str(self.install.ports["memcached"])
-        _run(
-            [program("memcached"), "-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "64", "-d", "-P", self.pidfile],
-            "memcached",
-        )
-        wait_for(self.running, "memcached writing its pid file")
-
-    def stop(self) -> None:
-        _stop_pidfile(self.pidfile, self.running)
+    def argv(self) -> list[object]:
+        return [
+            program("memcached"),
+            "-l",
+            "127.0.0.1",
+            "-p",
+            self.port,
+            "-U",
+            "0",
+            "-m",
+            "64",
+            "-d",
+            "-P",
+            self.pidfile,
+        ]
 
 
 def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
@@ -214,14 +225,6 @@ def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
     elif install.project.cache == "memcached":
         chosen.append(Memcached(install))
     return chosen
-
-
-def _stop_pidfile(pidfile: Path, running: Callable[[], bool]) -> None:
-    if not running():
-        return
-    os.kill(int(pidfile.read_text().split()[0]), 15)
-    wait_for(lambda: not running(), f"the process of {pidfile.name} stopping")
-    pidfile.unlink(missing_ok=True)
 
 
 def _run(argv: list[object], what: str, env: dict[str, str] | None = None) -> None:

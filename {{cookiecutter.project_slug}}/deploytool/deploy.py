@@ -1,0 +1,534 @@
+"""`deploytool deploy [REV]`: put a revision of the repo live in this install, or keep the
+live one serving (seed 002's fabfile, with a health check and a rollback).
+
+Run as the project user from the install (a git checkout), while the app server runs:
+
+  preflight      a git checkout, no uncommitted change to a tracked file, the app server up
+  fetch          git fetch; REV (default: the head of the branch this one tracks) -> a commit
+  checkout       git reset --keep to it (git-ignored local data is never touched)
+  requirements   pip install -r requirements.txt, only when it changed since the live revision
+  render         etc/ configs from the revision's templates
+  check          manage.py check (--deploy --fail-level WARNING on stage and pro)
+  migrate        manage.py migrate
+  collectstatic  manage.py collectstatic (hashed names: the old code's files stay in place)
+  reload         bin/uwsgictl.sh reload: graceful, no request lost; refuses code that does not import
+  health         GET https://<site>/health/ through nginx, until it answers 200 for the revision
+
+If a step after the checkout fails, the code goes back to the previous revision (git), with
+its requirements, configs and static files, and the app server is reloaded gracefully; the
+old revision serves throughout. Migrations that the deploy applied before a later step
+failed stay applied: the old code has been running next to them since the migrate step (a
+deploy migrates before it reloads), so they have to be backward compatible anyway, and
+undoing one automatically could drop data written since. The error names them and the
+command that undoes them. A migration that fails is rolled back by the database itself
+(each migration is one transaction on PostgreSQL and SQLite).
+
+The live revision and the last attempt are recorded in data/deploy.json (local data:
+git-ignored, skipped by cruft); `deploytool status` shows them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .certs import sandbox_ca
+from .errors import DeployError
+from .files import write_atomic
+from .install import system_files
+from .layout import Install
+from .probe import https_get
+from .render import render
+
+RECORD = Path("data/deploy.json")
+LOCK = Path("data/deploy.lock")
+HISTORY = 20  # attempts kept in the record
+HEALTH_PATH = "/health/"
+REVISION = re.compile(r"[0-9a-f]{7,40}")
+
+# Exit statuses of `deploy` (DeployError, status 2, means nothing was changed).
+LIVE, ROLLED_BACK, ROLLBACK_FAILED = 0, 1, 3
+
+
+class StepFailed(Exception):
+    """A step of the deploy failed: which one, and why (the tool's own words)."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"{step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+@dataclass
+class Deploy:
+    """One deploy of ``target`` over ``previous``: what it has done so far, for the rollback."""
+
+    install: Install
+    previous: str
+    health_timeout: float
+    target: str = ""
+    started: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    requirements_installed: bool = False
+    migrations_applied: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    # ---- the steps -----------------------------------------------------------------------
+    def fetch(self, revision: str | None) -> str:
+        remotes = _git(self.install, "remote").split()
+        if remotes:
+            _git(self.install, "fetch", "--all", "--tags", "--quiet", timeout=300)
+        if revision is None:
+            revision = _upstream(self.install, bool(remotes))
+        found = subprocess.run(
+            ["git", "-C", str(self.install.root), "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+            capture_output=True,
+            text=True,
+        )
+        if found.returncode != 0:
+            where = "after git fetch" if remotes else "(this checkout has no remote)"
+            raise DeployError(
+                f"revision {revision!r} is not a commit of this repo {where}: name a commit, tag or branch"
+            )
+        self.target = found.stdout.strip()
+        return f"{revision} = {_short(self.target)} {_subject(self.install, self.target)}"
+
+    def checkout(self) -> str:
+        _git(self.install, "reset", "--keep", "--quiet", self.target)
+        return f"{_short(self.previous)} -> {_short(self.target)}"
+
+    def requirements(self) -> str:
+        wanted = requirements_hash(self.install.root / "requirements.txt")
+        if wanted == self.installed_requirements():
+            return "unchanged"
+        pip_install(self.install, "requirements")
+        self.requirements_installed = True
+        return "installed"
+
+    def installed_requirements(self) -> str | None:
+        """Hash of the requirements the venv has: the live revision's (recorded, or in git)."""
+        live = read_record(self.install).get("live") or {}
+        if live.get("requirements_sha256"):
+            return str(live["requirements_sha256"])
+        shown = subprocess.run(
+            ["git", "-C", str(self.install.root), "show", f"{self.previous}:requirements.txt"],
+            capture_output=True,
+        )
+        return hashlib.sha256(shown.stdout).hexdigest() if shown.returncode == 0 else None
+
+    def render(self) -> str:
+        changed = render(self.install)
+        outside = sorted(
+            str(path.relative_to(self.install.root)) for path in set(changed) & set(system_files(self.install))
+        )
+        if outside:
+            apply = (
+                f"{self.install.python} -m deploytool up"
+                if self.install.sandbox
+                else f"sudo {self.install.python} -m deploytool install --part system"
+            )
+            self.notes.append(
+                f"configs installed outside the checkout changed ({', '.join(outside)}): put them in place "
+                f"with `{apply}` (nginx reloads its config then)"
+            )
+        return f"{len(changed)} changed" if changed else "unchanged"
+
+    def check(self) -> str:
+        args = ["check", "--deploy", "--fail-level", "WARNING"] if self.install.is_production else ["check"]
+        manage(self.install, "check", *args)
+        return " ".join(args)
+
+    def migrate(self) -> str:
+        before = applied_migrations(self.install)
+        try:
+            manage(self.install, "migrate", "migrate", "--noinput")
+        finally:
+            after = applied_migrations(self.install, missing_ok=True)
+            self.migrations_applied = [name for name in after if name not in before]
+        return ", ".join(self.migrations_applied) or "nothing to apply"
+
+    def collectstatic(self) -> str:
+        out = manage(self.install, "collectstatic", "collectstatic", "--noinput")
+        summary = out.strip().splitlines()[-1] if out.strip() else "done"
+        return re.sub(r" to '[^']*'", "", summary)  # "N static files copied, M unmodified, ..."
+
+    def reload(self) -> str:
+        return app_server(self.install, "reload")
+
+    def health(self) -> str:
+        return health(self.install, self.target, self.health_timeout)
+
+    # ---- running them --------------------------------------------------------------------
+    def step(self, name: str, action: Callable[[], str]) -> None:
+        started = time.monotonic()
+        self.started.append(name)
+        try:
+            detail = action()
+        except DeployError as error:
+            raise StepFailed(name, str(error)) from None
+        self.done.append(name)
+        print(f"deploy: {name:<13} {detail} ({time.monotonic() - started:.1f} s)", flush=True)
+
+    def roll_back(self) -> list[str]:
+        """Put the previous revision back; returns what could not be undone."""
+        if "checkout" not in self.done:
+            return []  # nothing was changed yet
+        problems: list[str] = []
+        try:
+            _git(self.install, "reset", "--keep", "--quiet", self.previous)
+        except DeployError as error:
+            return [f"code: {error}; the checkout is at {_short(_head(self.install) or '?')}"]
+        undo: list[tuple[str, bool, Callable[[], object]]] = [
+            ("requirements", self.requirements_installed, lambda: pip_install(self.install, "rollback requirements")),
+            ("render", True, lambda: render(self.install)),
+            (
+                "collectstatic",
+                "collectstatic" in self.started,  # the manifest of hashed names is rewritten
+                lambda: manage(self.install, "rollback collectstatic", "collectstatic", "--noinput"),
+            ),
+            # Always: an app server may have started workers from the new code meanwhile
+            # (lazy-apps and gunicorn workers import the code on disk when they respawn).
+            ("reload", True, lambda: app_server(self.install, "reload")),
+            ("health", True, lambda: health(self.install, self.previous, self.health_timeout)),
+        ]
+        for name, needed, action in undo:
+            if not needed:
+                continue
+            started = time.monotonic()
+            try:
+                action()
+            except (DeployError, StepFailed) as error:
+                problems.append(f"{name}: {error}")
+                if name == "reload":
+                    break
+            else:
+                print(f"deploy: rollback {name:<13} done ({time.monotonic() - started:.1f} s)", flush=True)
+        return problems
+
+
+def deploy(install: Install, revision: str | None = None, health_timeout: float = 30.0) -> int:
+    """Deploy ``revision``; returns the exit status (0 live, 1 rolled back, 3 rollback failed)."""
+    if os.geteuid() == 0:
+        raise DeployError(
+            f"deploy runs as the project user {install.project.user!r}, never as root (files in .git, "
+            f"static/ and the venv would become root's): runuser -u {install.project.user} -- "
+            f"{install.python} -m deploytool deploy"
+        )
+    started = time.monotonic()
+    with _lock(install):
+        run = Deploy(install, preflight(install), health_timeout)
+        try:
+            run.step("fetch", lambda: run.fetch(revision))
+            for name in ("checkout", "requirements", "render", "check", "migrate", "collectstatic", "reload", "health"):
+                run.step(name, getattr(run, name))
+        except StepFailed as failure:
+            return _failed(run, failure, time.monotonic() - started)
+        except KeyboardInterrupt:  # Ctrl-C: roll back all the same, nothing stays half done
+            failure = StepFailed(run.started[-1] if run.started else "fetch", "interrupted (Ctrl-C)")
+            return _failed(run, failure, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        _record(install, run, "live", seconds)
+        for note in run.notes:
+            print(f"deploy: note: {note}")
+        print(
+            f"deploy: {_short(run.target)} is live in the {install.install_type} install "
+            f"({seconds:.1f} s; was {_short(run.previous)})"
+        )
+        return LIVE
+
+
+def _failed(run: Deploy, failure: StepFailed, seconds: float) -> int:
+    install = run.install
+    if "\n" in failure.reason.strip():  # the tool's own output; the summary at the end has its last line
+        print(f"deploy: step {failure.step} failed:\n{failure.reason}", file=sys.stderr, flush=True)
+    changed = "checkout" in run.done
+    if changed:
+        print(f"deploy: {failure.step} failed: rolling back to {_short(run.previous)}", flush=True)
+    problems = run.roll_back()
+    what = f"step {failure.step!r} failed" + (f" for {_short(run.target)}" if run.target else "")
+    migrations = ""
+    if run.migrations_applied:
+        migrations = (
+            f" Migrations this deploy applied stay applied: {', '.join(run.migrations_applied)} (the previous code "
+            f"ran next to them during the deploy); to undo them, check out {_short(run.target)} and run "
+            f"`manage.py migrate <app> <previous migration>` before deploying {_short(run.previous)} again."
+        )
+    if problems:
+        _record(install, run, "rollback failed", seconds, failure, problems)
+        print(
+            f"deploytool deploy: {what} ({_last_line(failure.reason)}), and the rollback to {_short(run.previous)} "
+            f"failed too: {'; '.join(problems)}. Fix that by hand now (bin/uwsgictl.sh status, logs/).{migrations}",
+            file=sys.stderr,
+        )
+        return ROLLBACK_FAILED
+    _record(install, run, "rolled back" if changed else "failed", seconds, failure)
+    outcome = "Rolled back" if changed else "Nothing was changed"
+    print(
+        f"deploytool deploy: {what}: {_last_line(failure.reason)}. "
+        f"{outcome}: {_short(run.previous)} serves, as before.{migrations}",
+        file=sys.stderr,
+    )
+    return ROLLED_BACK
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1].strip() if lines else "no output"
+
+
+# ---- preflight -------------------------------------------------------------------------------
+def preflight(install: Install) -> str:
+    """The revision checked out now, once the install is known to be deployable."""
+    top = subprocess.run(
+        ["git", "-C", str(install.root), "rev-parse", "--show-toplevel"], capture_output=True, text=True
+    )
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != install.root.resolve():
+        raise DeployError(
+            f"{install.root} is not a git checkout ({(top.stderr or top.stdout).strip()}): deploy works on a "
+            "clone of the project repo (git clone URL /home/<user>/<domain>/<type>)"
+        )
+    changed = _git(install, "status", "--porcelain", "--untracked-files=no").splitlines()
+    if changed:
+        files = ", ".join(line[3:] for line in changed[:5]) + (" ..." if len(changed) > 5 else "")
+        raise DeployError(
+            f"tracked files have uncommitted changes ({files}): commit them (or `git stash`), then deploy; "
+            "a deploy never overwrites them. Nothing was changed"
+        )
+    status = subprocess.run([str(install.ctl), "status"], capture_output=True, text=True)
+    if status.returncode != 0:
+        raise DeployError(
+            f"the app server is not running ({(status.stdout + status.stderr).strip()}): start it first "
+            f"({'systemctl start ' + install.service if not install.sandbox else 'python -m deploytool up'}); "
+            "a deploy reloads a running app server. Nothing was changed"
+        )
+    head = _head(install)
+    if head is None:
+        raise DeployError(f"{install.root} has no commit checked out: commit or clone first")
+    return head
+
+
+@contextmanager
+def _lock(install: Install) -> Iterator[None]:
+    path = install.root / LOCK
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DeployError(f"another deploy of this install is running (it holds {path}): let it finish") from None
+        yield
+
+
+# ---- the programs deploy runs ------------------------------------------------------------------
+def _git(install: Install, *args: str, timeout: float = 60) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}  # a fetch never waits for a password
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(install.root), *args], capture_output=True, text=True, env=env, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"git {' '.join(args)} did not finish within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        raise DeployError(f"git {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
+
+
+def _head(install: Install) -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(install.root), "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _upstream(install: Install, has_remote: bool) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(install.root), "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        why = "the branch checked out tracks no remote branch" if has_remote else "this checkout has no remote"
+        raise DeployError(
+            f"{why}: name the revision to deploy: python -m deploytool deploy REV (a commit, tag or branch)"
+        )
+    return proc.stdout.strip()
+
+
+def _subject(install: Install, revision: str) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(install.root), "log", "-1", "--format=%s", revision], capture_output=True, text=True
+    )
+    return f"({proc.stdout.strip()})" if proc.returncode == 0 else ""
+
+
+def _short(revision: str) -> str:
+    return revision[:12]
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def manage(install: Install, what: str, *args: str, timeout: float = 900) -> str:
+    """Run manage.py with the venv's Python in the install root; DeployError with its output."""
+    argv = [str(install.python), str(install.root / "manage.py"), *args]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=install.root, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"manage.py {' '.join(args)} did not finish within {timeout:.0f} s") from None
+    except FileNotFoundError:
+        raise DeployError(f"{install.python} is missing: python -m deploytool install --part user") from None
+    if proc.returncode != 0:
+        raise DeployError(f"manage.py {' '.join(args)} exited {proc.returncode}:\n{_tail(proc.stderr or proc.stdout)}")
+    return proc.stdout
+
+
+def applied_migrations(install: Install, missing_ok: bool = False) -> list[str]:
+    """Applied migrations, in plan order (manage.py showmigrations --plan: "[X]  app.0001_name")."""
+    try:
+        out = manage(install, "showmigrations", "showmigrations", "--plan")
+    except DeployError:
+        if missing_ok:
+            return []
+        raise
+    return [line.split()[1] for line in out.splitlines() if line.startswith("[X]")]
+
+
+def requirements_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pip_install(install: Install, what: str) -> None:
+    argv = [str(install.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", "requirements.txt"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=install.root, timeout=900)
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"{what}: pip install -r requirements.txt did not finish within 900 s") from None
+    if proc.returncode != 0:
+        raise DeployError(f"{what}: pip install -r requirements.txt failed:\n{_tail(proc.stderr or proc.stdout)}")
+
+
+def app_server(install: Install, command: str) -> str:
+    proc = subprocess.run([str(install.ctl), command], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise DeployError(f"bin/uwsgictl.sh {command} exited {proc.returncode}:\n{_tail(proc.stderr + proc.stdout)}")
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "done"
+
+
+def health(install: Install, revision: str, timeout: float) -> str:
+    """GET /health/ over HTTPS through nginx, by the site's name, until it answers 200 for
+    ``revision`` (the project's health view names the revision it runs, "ok <rev>")."""
+    port = install.ports["https"] if install.sandbox else 443
+    cafile = sandbox_ca(install) if install.sandbox else None  # a server's certificate is a public CA's
+    url = f"https://{install.site}{install.https_port_suffix}{HEALTH_PATH}"
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            status, _, body = https_get(install.site, port, HEALTH_PATH, cafile, timeout=5)
+            text = body.decode(errors="replace").strip()
+            served = served_revision(text)
+            if status == 200 and (served is None or revision.startswith(served)):
+                return f"{url} answers {text[:60]!r}"
+            last = f"HTTP {status} ({_gist(text)})" if status != 200 else f"it runs {served}, not {_short(revision)}"
+        except (OSError, http.client.HTTPException) as error:
+            last = f"{type(error).__name__}: {error}"
+        if time.monotonic() >= deadline:
+            raise DeployError(f"{url} did not answer 200 for {_short(revision)} within {timeout:.0f} s; last: {last}")
+        time.sleep(0.5)
+
+
+def _gist(text: str) -> str:
+    """An error page in a few words: its HTML title, or its first line."""
+    title = re.search(r"<title>(.*?)</title>", text, re.S | re.I)
+    words = " ".join((title.group(1) if title else text.split("\n", 1)[0]).split())
+    return words[:120] or "empty body"
+
+
+def served_revision(text: str) -> str | None:
+    """The revision a health answer names ("ok 1a2b3c4d5e6f"), if it names one."""
+    words = text.split()
+    return words[1] if len(words) >= 2 and words[0] == "ok" and REVISION.fullmatch(words[1]) else None
+
+
+# ---- the record ------------------------------------------------------------------------------
+def read_record(install: Install) -> dict[str, Any]:
+    try:
+        data = json.loads((install.root / RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record(
+    install: Install,
+    run: Deploy,
+    result: str,
+    seconds: float,
+    failure: StepFailed | None = None,
+    problems: list[str] | None = None,
+) -> None:
+    record = read_record(install)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    attempt: dict[str, Any] = {
+        "revision": run.target or None,
+        "previous": run.previous,
+        "at": now,
+        "result": result,
+        "seconds": round(seconds, 1),
+    }
+    if failure is not None:
+        attempt["step"] = failure.step
+        attempt["error"] = _last_line(failure.reason)
+        attempt["migrations_left_applied"] = run.migrations_applied
+    if problems:
+        attempt["rollback_problems"] = problems
+    if result == "live":
+        record["live"] = {
+            "revision": run.target,
+            "since": now,
+            "previous": run.previous,
+            "requirements_sha256": requirements_hash(install.root / "requirements.txt"),
+        }
+    record["history"] = [attempt, *record.get("history", [])][:HISTORY]
+    write_atomic(install.root / RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def status_lines(install: Install) -> list[str]:
+    """What `deploytool status` adds: the live revision and since when, the template version."""
+    record = read_record(install)
+    live = record.get("live")
+    head = _head(install)
+    if live:
+        line = f"{'revision':<11} {_short(live['revision'])} live since {live['since']} (deploytool deploy)"
+        if head and head != live["revision"]:
+            line += f"; {_short(head)} is checked out"
+    elif head:
+        line = f"{'revision':<11} {_short(head)} checked out (no deploy recorded yet)"
+    else:
+        line = f"{'revision':<11} unknown ({install.root} is not a git checkout)"
+    lines = [line]
+    last = (record.get("history") or [{}])[0]
+    if last.get("result") in ("failed", "rolled back", "rollback failed"):
+        lines.append(
+            f"{'last deploy':<11} {_short(last.get('revision') or '?')} failed at {last.get('step')} "
+            f"({last.get('at')}): {last.get('result')}"
+        )
+    lines.append(f"{'template':<11} dj-layout {install.project.template_version}")
+    return lines
