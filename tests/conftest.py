@@ -38,8 +38,8 @@ def run(argv: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[st
 
 
 def tool(name: str) -> str:
-    """A program the tests run: from PATH, or from the tests' own venv (ruff, shellcheck)."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    """A program the tests run: the tests' own pinned one (ruff, shellcheck, …), else from PATH."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     assert found, f"{name} is not installed: run the tests with tests/run.sh, which installs it"
     return found
 

@@ -278,9 +278,13 @@ def test_logs_land_under_logs_and_rotate_without_a_restart(stack: Stack) -> None
     # The sandbox's logrotate runs as its owner (a server's runs as root, on a root-owned copy).
     stack.as_user(tool("logrotate"), "-s", stack.sandbox / "logrotate.state", "-f", conf)
     assert (logs / "nginx.access.log.1").exists()
-    marker = f"/?rotated={time.time_ns()}"
-    stack.https_get(marker)
+    assert (logs / f"{app_log}.1").exists()
+    # A 404 is logged by nginx and by the app server (uWSGI logs 4xx only; gunicorn all).
+    marker = f"/rotated-{time.time_ns()}/"
+    assert stack.https_get(marker)[0] == 404
     wait(lambda: marker.encode() in (logs / "nginx.access.log").read_bytes(), "nginx writing to the new log")
+    writer_log = logs / ("uwsgi.log" if stack.answers["app_server"] == "uwsgi" else "gunicorn.access.log")
+    wait(lambda: marker.encode() in writer_log.read_bytes(), f"the app server writing to the new {writer_log.name}")
     assert app_pid(stack) == pid  # no restart
 
 
