@@ -22,6 +22,7 @@ packages=(
   python3-seccomp  # the unit's system call filter, rebuilt by a test
   certbot          # deploytool cert and the renewal, for real
   pebble           # Let's Encrypt's test CA (with pebble-challtestsrv) on loopback
+  wrk              # load through nginx during deploys, reloads and log rotation
 )
 missing=()
 for package in "${packages[@]}"; do

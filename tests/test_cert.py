@@ -300,7 +300,7 @@ def test_served_tls_meets_mozilla_intermediate(issued: Issued) -> None:
         argv = [sys.executable, "-m", "sslyze", "--mozilla_config=intermediate"]
         argv += ["--certinfo_ca_file", str(issued.pebble.root), "--json_out", str(report), target]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        print(proc.stdout)
+        print(proc.stdout[proc.stdout.find("COMPLIANCE") :])
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         assert f"{stack.site}:{stack.https}: OK - Compliant." in proc.stdout, proc.stdout[-2000:]
         scan = json.loads(report.read_text())["server_scan_results"][0]["scan_result"]
@@ -375,6 +375,16 @@ def test_forced_renewal_reloads_nginx_without_a_failed_request(issued: Issued) -
 
 
 # ---- failures leave the previous site serving (a stage install: only its own name) ------------
+
+
+def test_up_after_down_keeps_the_issued_certificate(issued: Issued) -> None:
+    stack = issued.stack
+    live = stack.sandbox / f"etc/letsencrypt/live/{stack.site}"
+    stack.deploytool("down")
+    up = stack.deploytool("up")
+    assert "serving the certificate certbot issued" in up.stdout, up.stdout
+    assert served_der(stack, stack.site) == pem_to_der(live / "cert.pem")  # not the self-signed one
+    assert get(stack, issued.pebble.root)[0] == 200
 
 
 @pytest.fixture(scope="module")

@@ -301,7 +301,6 @@ def test_a_broken_revision_is_rolled_back_under_load(lifecycle: Lifecycle, kind:
         proc, seconds = lifecycle.deploy(f"origin/broken-{kind}", "--health-timeout", HEALTH_TIMEOUT)
     traffic.assert_nothing_failed()
     print(f"rolled back ({kind}) under load: {seconds:.1f} s, {traffic.requests} requests, 0 failed")
-    print(proc.stdout, proc.stderr)  # DEBUG
 
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"step {step!r} failed for {broken[:12]}" in proc.stderr, proc.stderr

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import letsencrypt, ports
+from .certs import issued, sandbox_ca
 from .check import check
 from .deploy import deploy
 from .errors import DeployError
@@ -87,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "up":
             install = up(install)
             print(f"up: {url(install)}  (the {install.install_type} install, as {install.project.user})")
-            print(
-                f"    trust {install.system('/etc/ssl/sandbox-ca.pem')}; curl --cacert it "
-                f"--resolve {install.site}:{install.ports['https']}:127.0.0.1 {url(install)}"
-            )
+            resolve = f"--resolve {install.site}:{install.ports['https']}:127.0.0.1 {url(install)}"
+            if issued(install):
+                print(f"    serving the certificate certbot issued ({install.cert_dir}); curl {resolve}")
+            else:
+                print(f"    trust {sandbox_ca(install)}; curl --cacert it {resolve}")
         elif args.command == "down":
             stopped = down(install)
             print("down: stopped " + (", ".join(stopped) if stopped else "nothing (nothing was running)"))

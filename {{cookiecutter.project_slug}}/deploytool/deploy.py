@@ -179,13 +179,19 @@ class Deploy:
             detail = action()
         except DeployError as error:
             raise StepFailed(name, str(error)) from None
+        except Exception as error:  # a template that does not render, a disk full: still roll back
+            raise StepFailed(name, f"{type(error).__name__}: {error}") from error
         self.done.append(name)
         print(f"deploy: {name:<13} {detail} ({time.monotonic() - started:.1f} s)", flush=True)
 
+    def changed_anything(self) -> bool:
+        """Whether the checkout moved (a failed or interrupted checkout may not have)."""
+        return "checkout" in self.done or ("checkout" in self.started and _head(self.install) != self.previous)
+
     def roll_back(self) -> list[str]:
         """Put the previous revision back; returns what could not be undone."""
-        if "checkout" not in self.done:
-            return []  # nothing was changed yet
+        if not self.changed_anything():
+            return []
         problems: list[str] = []
         try:
             _git(self.install, "reset", "--keep", "--quiet", self.previous)
@@ -210,7 +216,7 @@ class Deploy:
             started = time.monotonic()
             try:
                 action()
-            except (DeployError, StepFailed) as error:
+            except Exception as error:  # go on with the rest: the reload matters most
                 problems.append(f"{name}: {error}")
                 if name == "reload":
                     break
@@ -254,7 +260,7 @@ def _failed(run: Deploy, failure: StepFailed, seconds: float) -> int:
     install = run.install
     if "\n" in failure.reason.strip():  # the tool's own output; the summary at the end has its last line
         print(f"deploy: step {failure.step} failed:\n{failure.reason}", file=sys.stderr, flush=True)
-    changed = "checkout" in run.done
+    changed = run.changed_anything()
     if changed:
         print(f"deploy: {failure.step} failed: rolling back to {_short(run.previous)}", flush=True)
     problems = run.roll_back()

@@ -96,6 +96,15 @@ class Install:
         return [f"127.0.0.1:{self.ports['https']}"] if self.sandbox else ["443", "[::]:443"]
 
     @property
+    def http_port(self) -> int:
+        """Where nginx serves plain HTTP on this machine."""
+        return self.ports["http"] if self.sandbox else 80
+
+    @property
+    def https_port(self) -> int:
+        return self.ports["https"] if self.sandbox else 443
+
+    @property
     def https_port_suffix(self) -> str:
         """What a redirect to HTTPS appends to the host: nothing on 443."""
         return f":{self.ports['https']}" if self.sandbox else ""

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import nginxctl, services
+from . import nginxctl, probe, services
 from .certs import issued, site_cert_dir
 from .errors import DeployError
 from .files import write_atomic
@@ -120,7 +120,7 @@ def cert(install: Install, request: Request) -> Iterator[str]:
             install.nginx_dir / "snippets" / "acme.conf",
         ]
     )
-    served_before = nginxctl.first_certificate(site_cert_dir(install) / "fullchain.pem")
+    served_before = probe.first_certificate(site_cert_dir(install) / "fullchain.pem")
     try:
         for template in TEMPLATES:
             _put_in_place(install, rendered[template])
@@ -136,11 +136,11 @@ def cert(install: Install, request: Request) -> Iterator[str]:
         _put_in_place(install, rendered[FINAL_TEMPLATE])
         nginxctl.enable(install, final)
         nginxctl.reload(install)
-        live = nginxctl.first_certificate(install.cert_dir / "cert.pem")
-        if not nginxctl.wait_until(lambda: nginxctl.served_certificate(install, install.site) == live):
+        live = probe.first_certificate(install.cert_dir / "cert.pem")
+        if not nginxctl.wait_until(lambda: probe.served_certificate(install, install.site) == live):
             raise DeployError(
                 f"nginx was reloaded but does not present {install.cert_dir}/cert.pem on port "
-                f"{nginxctl.https_port(install)} within 10 s: see {install.log_dir}/nginx.error.log"
+                f"{install.https_port} within 10 s: see {install.log_dir}/nginx.error.log"
             )
         yield f"3/3 enabled {final}; nginx serves {describe(install.cert_dir / 'cert.pem')}"
     except DeployError as error:
@@ -167,7 +167,7 @@ def _wait_for_challenge(install: Install) -> None:
     if not nginxctl.wait_until(served, timeout=3):  # the reload has taken effect already
         raise DeployError(
             f"nginx does not serve the ACME challenge folder {install.acme_webroot}: "
-            f"http://{install.site}/.well-known/acme-challenge/<probe> on 127.0.0.1:{nginxctl.http_port(install)} "
+            f"http://{install.site}/.well-known/acme-challenge/<probe> on 127.0.0.1:{install.http_port} "
             f"answered {seen!r}; the enabled site must include snippets/acme.conf on port 80"
         )
 
@@ -246,7 +246,7 @@ def _restore(install: Install, saved: nginxctl.Saved, before: list[str], served_
         if nginxctl.running(install):
             nginxctl.reload(install)
             if nginxctl.final_site(install) in before and served_before is not None:
-                nginxctl.wait_until(lambda: nginxctl.served_certificate(install, install.site) == served_before)
+                nginxctl.wait_until(lambda: probe.served_certificate(install, install.site) == served_before)
             elif nginxctl.bootstrap_site(install) in before:
                 nginxctl.wait_until(lambda: nginxctl.challenge_answer(install) == "ok")
     except DeployError as error:

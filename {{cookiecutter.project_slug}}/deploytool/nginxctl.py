@@ -13,8 +13,6 @@ import http.client
 import os
 import secrets
 import shutil
-import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -166,40 +164,6 @@ def _reload(argv: list[str]) -> None:
 
 
 # ---- what nginx serves -----------------------------------------------------------------------
-def http_port(install: Install) -> int:
-    return install.ports["http"] if install.sandbox else 80
-
-
-def https_port(install: Install) -> int:
-    return install.ports["https"] if install.sandbox else 443
-
-
-def served_certificate(install: Install, name: str) -> bytes | None:
-    """The certificate (DER) nginx presents for a name on this machine, or None. Compared
-    byte for byte with a file, so no trust is needed to fetch it."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection(("127.0.0.1", https_port(install)), timeout=2) as raw:
-            with context.wrap_socket(raw, server_hostname=name) as tls:
-                return tls.getpeercert(binary_form=True)
-    except OSError:
-        return None
-
-
-def first_certificate(pem_file: Path) -> bytes | None:
-    """The DER of the first certificate in a PEM file (a fullchain's leaf), or None."""
-    try:
-        text = pem_file.read_text()
-    except OSError:
-        return None
-    end = "-----END CERTIFICATE-----"
-    if end not in text:
-        return None
-    return ssl.PEM_cert_to_DER_cert(text[: text.index(end) + len(end)] + "\n")
-
-
 def challenge_answer(install: Install) -> str:
     """Serve a probe token through the ACME location on port 80, as the CA fetches it.
     Returns what was seen: "ok", or the status or error in its place."""
@@ -209,7 +173,7 @@ def challenge_answer(install: Install) -> str:
     (folder / token).write_text(token)
     (folder / token).chmod(0o644)
     # The client closes first (keep-alive): no TIME_WAIT is left on nginx's port.
-    conn = http.client.HTTPConnection("127.0.0.1", http_port(install), timeout=2)
+    conn = http.client.HTTPConnection("127.0.0.1", install.http_port, timeout=2)
     try:
         conn.request("GET", f"/.well-known/acme-challenge/{token}", headers={"Host": install.site})
         response = conn.getresponse()

@@ -19,14 +19,14 @@ import subprocess
 import time
 
 from . import services
-from .certs import ensure_self_signed, sandbox_ca
+from .certs import ensure_self_signed, issued, sandbox_ca
 from .check import nginx_valid
 from .deploy import status_lines
 from .errors import DeployError
 from .init import make_links
 from .install import install
 from .layout import Install
-from .probe import https_get
+from .probe import first_certificate, https_get, served_certificate
 from .render import render
 
 SANDBOX = ".sandbox"
@@ -180,11 +180,18 @@ def up(current: Install) -> Install:
 
 
 def wait_until_served(install: Install, timeout: float = 30.0) -> None:
+    """/health/ answers 200 over HTTPS: verified against the sandbox CA, or, once certbot
+    has issued the site's certificate (from whatever CA), with exactly that certificate."""
     deadline = time.monotonic() + timeout
     last = ""
+    real = issued(install)
+    expected = first_certificate(install.cert_dir / "cert.pem") if real else None
     while time.monotonic() < deadline:
         try:
-            status, _, _ = https_get(install.site, install.ports["https"], "/health/", sandbox_ca(install))
+            if real and served_certificate(install, install.site) != expected:
+                raise OSError(f"nginx does not serve {install.cert_dir / 'cert.pem'} yet")
+            cafile = None if real else sandbox_ca(install)
+            status, _, _ = https_get(install.site, install.ports["https"], "/health/", cafile, verify=not real)
             if status == 200:
                 return
             last = f"HTTP {status}"
@@ -214,6 +221,9 @@ def status(install: Install) -> tuple[int, list[str]]:
 
 def _free(port: int) -> bool:
     with socket.socket() as probe:
+        # As servers bind: connections of a stopped server lingering in TIME_WAIT do not
+        # make the port taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as error:

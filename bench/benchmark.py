@@ -1,0 +1,1014 @@
+"""Benchmark of the generated stack, side by side with the seeds' configurations, the bare
+app servers and a bare nginx, in one run, on loopback only.
+
+    sudo .venv/bin/python bench/benchmark.py [--duration 10] [--connections 16] [--rounds 3]
+
+As root, like the tests (it creates their project user `djltest` if needed and runs every
+server as that user). It bakes two projects (uWSGI + systemd semantics and gunicorn +
+supervisor, both `pro` installs: production settings), brings their stacks up with
+`deploytool up`, starts the other configurations next to them, then measures every target
+with wrk (same threads, connections and duration for all; the rounds interleave the
+targets, in reverse order every other round, and the table gives the median round):
+
+- the dynamic page is /health/, the same read-only Django view everywhere (every
+  middleware, one database query): the home page writes a row per visit, so it measures
+  SQLite's fsync more than the stack; it is measured too, through the generated stacks;
+- the generated stack: nginx over HTTPS (the sandbox's certificate) to the app server;
+- the seeds' own configurations behind a plain nginx (seed 001's nginx.conf): uWSGI with
+  processes=10, threads=2 and Debian's stock uwsgi_params (seeds 002, 004), and
+  `gunicorn -w 3 -t 60` proxied (seeds 001, 003); with the same certificate and nginx's
+  default TLS settings added, so that every nginx-fronted target pays for TLS alike;
+- `manage.py runserver`, and each bare app server hit directly over plain HTTP with the
+  generated config (uWSGI's socket swapped for an HTTP/1.1 one): the ceiling for dynamic
+  pages. A direct hit sends `X-Forwarded-Proto: https` as nginx would: the pro settings
+  redirect plain HTTP to HTTPS otherwise;
+- a static file (the hashed stylesheet) through the generated nginx, and through a minimal
+  nginx (same certificate, no access log): the ceiling for static files;
+
+then the requests that fail while the generated stacks reload (`bin/uwsgictl.sh reload`),
+rotate their logs (logrotate) and deploy a new revision (`deploytool deploy`) under the
+same load, and the time of a bake, of an init and of `up` to the first HTTPS 200.
+
+Prints a table, writes benchmark.png and benchmark.json (default: .cache/bench/), exits 1
+when a target is missed. Ports: 64500-64549 and 64550-64599 (the two projects' blocks),
+65000-65009 (seeds, bare servers, runserver).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    TEMPLATE,
+    VENV_NAME,
+    Baked,
+    Stack,
+    as_user,
+    bake,
+    ensure_programs,
+    ensure_project_user,
+    ensure_project_venv,
+    require_free,
+    require_root,
+    stack_up,
+    table,
+    tool,
+    wait_bindable,
+)
+
+DYNAMIC = "/health/"  # the same read-only Django view in every configuration
+HOME = "/"  # writes a row per visit (SQLite): measured through the generated stacks only
+BLOCKS = {"uwsgi": 64500, "gunicorn": 64550}  # the two projects' blocks: pro installs at +20
+INSTALL_TYPE = "pro"
+PORTS = {  # the other configurations, 65000-65009
+    "seed_uwsgi": 65000,  # seed 002's uWSGI socket
+    "seed_uwsgi_nginx": 65001,  # seed 004's site over it, HTTPS
+    "seed_gunicorn": 65002,  # seed 001/003's gunicorn
+    "seed_gunicorn_nginx": 65003,  # seed 003's site over it, HTTPS
+    "bare_uwsgi": 65004,  # the generated uwsgi.yaml, HTTP/1.1 socket, no nginx
+    "bare_uwsgi_stats": 65005,
+    "bare_gunicorn": 65006,  # the generated gunicorn.conf.py, no nginx
+    "runserver": 65007,
+    "bare_nginx": 65008,  # minimal nginx for the static file, HTTPS
+}
+GIT = ["git", "-c", "user.name=dj-layout bench", "-c", "user.email=bench@dj-layout.invalid"]
+LOAD_LIMIT = 180  # seconds: wrk under an action (reload, rotation, deploy) never runs longer
+GRACE = 1.5  # seconds of load before and after each action
+
+# wrk prints one machine-readable line; latencies in microseconds.
+SUMMARY_LUA = """
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
+    e.connect, e.read, e.write, e.timeout, e.status))
+end
+"""
+# Under an action every answer that is not a 200 counts as a failure (wrk's own count lets 3xx pass).
+COUNT_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) other = 0 end
+function response(status, headers, body) if status ~= 200 then other = other + 1 end end
+function done(summary, latency, requests)
+  local o = 0
+  for _, t in ipairs(threads) do o = o + t:get("other") end
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
+    e.connect, e.read, e.write, e.timeout, o))
+end
+"""
+
+
+# ---- measuring -------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One wrk run: what it counted."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    failed: int  # socket errors (connect, read, write, timeout) + bad statuses
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Target:
+    key: str
+    label: str
+    kind: str  # generated, seed, ceiling, dev server
+    url: str
+    host: str
+    expect: bytes  # in the body of a correct answer
+    headers: list[str] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+
+    def wrk_args(self) -> list[str]:
+        args = ["-H", f"Host: {self.host}"]
+        for header in self.headers:
+            args += ["-H", header]
+        return [*args, self.url]
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(run.rps for run in self.runs)
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.median(run.p99_ms for run in self.runs)
+
+    @property
+    def failed(self) -> int:
+        return sum(run.failed for run in self.runs)
+
+
+def parse_wrk(output: str) -> Run:
+    found = re.search(r"^RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", output, re.M)
+    if not found:
+        raise RuntimeError(f"wrk printed no summary:\n{output[-2000:]}")
+    requests, micros, p50, p99, connect, read, write, timeout, status = map(int, found.groups())
+    return Run(requests, micros / 1e6, p50 / 1e3, p99 / 1e3, connect + read + write + timeout + status)
+
+
+@dataclass
+class Load:
+    """wrk's threads, connections and duration: the same for every target."""
+
+    threads: int
+    connections: int
+    duration: int
+    scripts: Path
+
+    def argv(self, script: str, duration: int) -> list[str]:
+        return [
+            tool("wrk"),
+            f"-t{self.threads}",
+            f"-c{self.connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(self.scripts / script),
+        ]
+
+    def measure(self, target: Target, duration: int | None = None) -> Run:
+        argv = [*self.argv("summary.lua", duration or self.duration), *target.wrk_args()]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=(duration or self.duration) + 60)
+        return parse_wrk(proc.stdout + proc.stderr)
+
+    @contextmanager
+    def during(self, target: Target) -> Iterator[list[Run]]:
+        """wrk against ``target`` while the body runs (bounded by LOAD_LIMIT), stopped with
+        SIGINT (it prints its summary then); every non-200 counts as failed."""
+        argv = [*self.argv("count.lua", LOAD_LIMIT), *target.wrk_args()]
+        wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        result: list[Run] = []
+        try:
+            time.sleep(GRACE)
+            if wrk.poll() is not None:
+                raise RuntimeError(f"wrk exited early: {wrk.communicate()[0]}")
+            yield result
+            time.sleep(GRACE)
+        finally:
+            wrk.send_signal(signal.SIGINT)
+            try:
+                output, _ = wrk.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                wrk.kill()
+                output, _ = wrk.communicate()
+        result.append(parse_wrk(output))
+
+
+def get(url: str, host: str, headers: list[str]) -> tuple[int, bytes]:
+    """One GET, to see that a target answers what it should before it is measured. TLS is
+    not verified here (the certificate is the sandbox's; the check is for the answer)."""
+    scheme, _, rest = url.partition("://")
+    address, _, path = rest.partition("/")
+    name, _, port = address.partition(":")
+    conn: http.client.HTTPConnection
+    if scheme == "https":
+        conn = http.client.HTTPSConnection(name, int(port), context=ssl._create_unverified_context(), timeout=10)
+    else:
+        conn = http.client.HTTPConnection(name, int(port), timeout=10)
+    try:
+        conn.request("GET", "/" + path, headers={"Host": host, **dict(h.split(": ", 1) for h in headers)})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_answers(target: Target, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + 60
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log else ""
+            raise RuntimeError(f"{target.label}: its server exited ({proc.returncode}):\n{tail}")
+        try:
+            status, body = get(target.url, target.host, target.headers)
+            if status == 200 and target.expect in body:
+                return
+            last = f"HTTP {status}: {body[:200]!r}"
+        except (OSError, http.client.HTTPException) as error:
+            last = repr(error)
+        time.sleep(0.25)
+    raise RuntimeError(f"{target.label} ({target.url}) does not answer 200 with {target.expect!r}: {last}")
+
+
+# ---- the other configurations, run as the project user ---------------------------------------
+class Servers:
+    """Processes started as the project user, each in a session of its own; stopped in
+    reverse order (the signal to the main process, SIGKILL to the group after 30 s)."""
+
+    def __init__(self, user: str, folder: Path) -> None:
+        self.user = pwd.getpwnam(user)
+        self.folder = folder
+        self.started: list[tuple[str, subprocess.Popen[bytes], signal.Signals, IO[bytes]]] = []
+
+    def start(
+        self, name: str, argv: list[str | Path], cwd: Path, stop: signal.Signals
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.folder / f"{name}.out"  # its stdout and stderr
+        handle = open(log, "ab")  # noqa: SIM115  (closed in stop_all)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "HOME": self.user.pw_dir,
+            "USER": self.user.pw_name,
+            "LANG": "C.UTF-8",
+        }
+        proc = subprocess.Popen(
+            [str(a) for a in argv],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            user=self.user.pw_uid,
+            group=self.user.pw_gid,
+            extra_groups=[],
+            start_new_session=True,
+        )
+        self.started.append((name, proc, stop, handle))
+        return proc, log
+
+    def stop_all(self) -> None:
+        for _name, proc, stop, handle in reversed(self.started):
+            if proc.poll() is None:
+                proc.send_signal(stop)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever of its group is left
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            handle.close()
+        self.started.clear()
+
+
+def nginx_conf(folder: Path, http_block: str) -> Path:
+    """A whole nginx.conf for nginx run by the project user: its pid and temp files in folder."""
+    conf = folder / "nginx.conf"
+    conf.write_text(
+        f"""pid {folder}/nginx.pid;
+worker_processes 2;  # as the generated sandbox's nginx.conf and seed 001: the 2 cores
+events {{
+    worker_connections 1024;
+}}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    uwsgi_temp_path {folder}/uwsgi;
+    fastcgi_temp_path {folder}/fastcgi;
+    scgi_temp_path {folder}/scgi;
+{http_block}
+}}
+"""
+    )
+    return conf
+
+
+def start_nginx(servers: Servers, name: str, folder: Path, http_block: str) -> tuple[subprocess.Popen[bytes], Path]:
+    folder.mkdir()
+    shutil.chown(folder, servers.user.pw_name, servers.user.pw_name)
+    conf = nginx_conf(folder, http_block)
+    argv: list[str | Path] = ["nginx", "-c", conf, "-e", folder / "error.log", "-g", "daemon off;"]
+    return servers.start(name, argv, folder, signal.SIGTERM)
+
+
+def tls(stack: Stack) -> str:
+    """The generated site's certificate (the sandbox CA's), for every other nginx too."""
+    cert = stack.sandbox / "etc/ssl/sandbox" / stack.site
+    return f'ssl_certificate "{cert}/fullchain.pem";\n        ssl_certificate_key "{cert}/privkey.pem";'
+
+
+def seed_site_uwsgi(stack: Stack, port: int) -> str:
+    """Seed 004's site (uwsgi_pass + stock uwsgi_params), HTTPS added; seed 001's http settings."""
+    root = stack.project
+    return f"""    {SEED_001_HTTP.format(logs=root.parent / "seed-nginx")}
+    server {{
+        listen 127.0.0.1:{PORTS["seed_uwsgi_nginx"]} ssl;  # added: TLS as the generated site
+        {tls(stack)}
+        server_name {stack.site};
+        charset utf-8;
+        location /static {{
+            alias {root}/static/;
+        }}
+        location /media {{
+            alias {root}/media/;
+        }}
+        location / {{
+            uwsgi_pass 127.0.0.1:{port};
+            include /etc/nginx/uwsgi_params;
+        }}
+    }}"""
+
+
+def seed_site_gunicorn(stack: Stack, port: int) -> str:
+    """Seed 003's site (proxy_pass, its four headers), HTTPS added; seed 001's http settings."""
+    root = stack.project
+    return f"""    {SEED_001_HTTP.format(logs=root.parent / "seed-nginx")}
+    server {{
+        listen 127.0.0.1:{PORTS["seed_gunicorn_nginx"]} ssl;  # added: TLS as the generated site
+        {tls(stack)}
+        server_name {stack.site};
+        location / {{
+            proxy_pass http://127.0.0.1:{port};
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+        location /static/ {{
+            alias {root}/static/;
+        }}
+        location /media/ {{
+            alias {root}/media/;
+        }}
+    }}"""
+
+
+# Seed 001's nginx.conf, its http block (minus what the folder-local main conf sets).
+SEED_001_HTTP = """sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 15;
+    types_hash_max_size 2048;
+    access_log {logs}/access.log;
+    gzip on;
+    gzip_disable "msie6";
+    gzip_vary on;
+    gzip_proxied any;
+    gzip_comp_level 6;
+    gzip_buffers 16 8k;
+    gzip_http_version 1.1;
+    gzip_types text/plain text/css application/json application/x-javascript
+               text/xml application/xml application/xml+rss text/javascript;"""
+
+
+def seed_uwsgi_ini(stack: Stack, folder: Path) -> Path:
+    """Seed 002's uwsgi.ini, as written there (daemonize aside: the log is its output here)."""
+    ini = folder / "seed-uwsgi.ini"
+    ini.write_text(
+        f"""[uwsgi]
+socket = 127.0.0.1:{PORTS["seed_uwsgi"]}
+chdir = {stack.project}
+module = {stack.answers["project_slug"]}.wsgi
+home = {stack.project / VENV_NAME}
+master = true
+processes = 10
+threads = 2
+chmod-socket = 664
+vacuum = true
+"""
+    )
+    return ini
+
+
+def bare_uwsgi_yaml(stack: Stack, folder: Path) -> Path:
+    """The generated uwsgi.yaml as it is, but for an HTTP/1.1 socket (keep-alive) in place of
+    the uwsgi socket, and files and ports of its own."""
+    text = Path(stack.env["APP_CONFIG"]).read_text()
+    swaps = {
+        "socket": f"http11-socket: 127.0.0.1:{PORTS['bare_uwsgi']}",
+        "stats": f"stats: 127.0.0.1:{PORTS['bare_uwsgi_stats']}",
+        "pidfile": f"pidfile: {folder}/bare-uwsgi.pid",
+        "master-fifo": f"master-fifo: {folder}/bare-uwsgi.fifo",
+        "logto": f"logto: {folder}/bare-uwsgi.log",
+        "touch-logreopen": f"touch-logreopen: {folder}/bare-uwsgi.logreopen",
+    }
+    for key, line in swaps.items():
+        text, count = re.subn(rf"^  {re.escape(key)}: .*$", f"  {line}", text, flags=re.M)
+        if count != 1:
+            raise RuntimeError(f"{stack.env['APP_CONFIG']}: no single `{key}:` line to swap")
+    yaml = folder / "bare-uwsgi.yaml"
+    yaml.write_text(text)
+    return yaml
+
+
+def bare_gunicorn_conf(stack: Stack, folder: Path) -> Path:
+    """The generated gunicorn.conf.py as it is, then its own port and files."""
+    generated = Path(stack.env["APP_CONFIG"])
+    lines = [
+        f"exec(open({str(generated)!r}).read())",
+        f"bind = ['127.0.0.1:{PORTS['bare_gunicorn']}']",
+        f"pidfile = {str(folder / 'bare-gunicorn.pid')!r}",
+        f"control_socket = {str(folder / 'bare-gunicorn.ctl')!r}",
+        f"errorlog = {str(folder / 'bare-gunicorn.error.log')!r}",
+    ]
+    if re.search(r"^accesslog = ", generated.read_text(), re.M):  # logs every request: here too
+        lines.append(f"accesslog = {str(folder / 'bare-gunicorn.access.log')!r}")
+    conf = folder / "bare-gunicorn.conf.py"
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+# ---- the stacks ------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    what: str
+    seconds: float
+
+
+@dataclass
+class UnderLoad:
+    stack: str
+    action: str
+    requests: int
+    failed: int
+    seconds: float  # the action's own
+    ok: bool
+    note: str = ""
+
+
+def hashed_css(stack: Stack) -> str:
+    manifest = json.loads((stack.project / "static/staticfiles.json").read_text())
+    slug = stack.answers["project_slug"]
+    return "/static/" + manifest["paths"][f"{slug}/site.css"]
+
+
+def git_checkout(stack: Stack) -> tuple[Path, Path]:
+    """The install as a git checkout tracking a bare origin, and a developer's clone of it
+    (as tests/test_lifecycle.py does): what `deploytool deploy` works on."""
+    base = stack.project.parent
+    origin, work = base / "origin.git", base / "work"
+    for argv in (
+        [*GIT, "init", "-q", "-b", "main"],
+        [*GIT, "add", "-A"],
+        [*GIT, "commit", "-q", "-m", "Generated by dj-layout"],
+        [*GIT, "clone", "-q", "--bare", stack.project, origin],
+        [*GIT, "remote", "add", "origin", origin],
+        [*GIT, "fetch", "-q", "origin"],
+        [*GIT, "branch", "-q", "--set-upstream-to", "origin/main"],
+        [*GIT, "clone", "-q", origin, work],
+    ):
+        stack.as_user(*argv)
+    return origin, work
+
+
+def time_init(stack: Stack, origin: Path, venv: Path) -> float:
+    """`deploytool init` in a fresh clone, as on a server: secrets, htpasswd, links, render."""
+    clone = stack.project.parent / "init-clone"
+    stack.as_user(*GIT, "clone", "-q", origin, clone)
+    started = time.monotonic()
+    proc = as_user(stack.user, venv / "bin/python", "-m", "deploytool", "init", "--install-type", "stage", cwd=clone)
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"deploytool init failed: {proc.stderr}")
+    shutil.rmtree(clone)
+    return seconds
+
+
+def actions(stack: Stack, work: Path) -> list[tuple[str, Callable[[], str]]]:
+    """What runs under load on a generated stack: name -> action (returns a note)."""
+    ctl = stack.project / "bin/uwsgictl.sh"
+    uwsgi = stack.answers["app_server"] == "uwsgi"
+
+    def reload() -> str:
+        outputs = [stack.as_user(ctl, "reload").stdout.strip()]
+        if uwsgi:  # a changed uwsgi.yaml: HUP (re-reads it) instead of the chain reload
+            time.sleep(1.1)  # mtimes in whole seconds
+            stack.as_user("touch", stack.env["APP_CONFIG"])
+            outputs.append(stack.as_user(ctl, "reload").stdout.strip())
+        return "; ".join(re.sub(r"^.*reloaded \((.+?), pid \d+\)$", r"\1", out) for out in outputs)
+
+    def rotate() -> str:
+        conf = next((stack.sandbox / "etc/logrotate.d").iterdir())
+        stack.as_user(tool("logrotate"), "-s", stack.sandbox / "logrotate.state", "-f", conf)
+        rotated = sorted(path.name for path in (stack.project / "logs").iterdir() if path.name.endswith(".log.1"))
+        return "rotated " + ", ".join(rotated)
+
+    def deploy() -> str:
+        slug = stack.answers["project_slug"]
+        page = work / slug / "templates" / slug / "home.html"
+        stack.as_user(*GIT, "-C", work, "pull", "-q")
+        text = page.read_text()
+        page.write_text(text.replace("</h1>", f'</h1>\n  <p id="release">Release {time.time_ns()}</p>', 1))
+        stack.as_user(*GIT, "-C", work, "commit", "-q", "-a", "-m", "A new release")
+        stack.as_user(*GIT, "-C", work, "push", "-q", "origin", "main")
+        proc = stack.deploytool("deploy", check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"deploytool deploy exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        return proc.stdout.strip().splitlines()[-1].removeprefix("deploy: ")
+
+    found: list[tuple[str, Callable[[], str]]] = [("uwsgictl.sh reload", reload), ("logrotate -f", rotate)]
+    if (stack.project / "deploytool/deploy.py").exists():
+        found.append(("deploytool deploy", deploy))
+    return found
+
+
+# ---- the run ---------------------------------------------------------------------------------
+@dataclass
+class Results:
+    threads: int
+    connections: int
+    duration: int
+    rounds: int
+    cores: int
+    load_before: float
+    load_after: float = 0.0
+    targets: list[Target] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
+    under_load: list[UnderLoad] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def target(self, key: str) -> Target:
+        return next(t for t in self.targets if t.key == key)
+
+
+def bring_up(name: str, baked: Baked, timings: list[Timing], stacks: ExitStack) -> Stack:
+    stack, seconds = stacks.enter_context(stack_up(baked))
+    started = time.monotonic()
+    status, _, _ = stack.https_get("/")  # the first page a user asks for (by name, trusting the CA)
+    if status != 200:
+        raise RuntimeError(f"{name}: / answered {status} after up")
+    timings.append(Timing(f"up to the first HTTPS 200 ({name})", seconds + time.monotonic() - started))
+    return stack
+
+
+def targets_for(uwsgi: Stack, gunicorn: Stack) -> list[Target]:
+    forwarded = ["X-Forwarded-Proto: https"]  # what nginx tells the app on a direct hit
+    site = uwsgi.site
+
+    def via(stack: Stack, path: str) -> str:
+        return f"https://127.0.0.1:{stack.https}{path}"
+
+    css = hashed_css(uwsgi)
+    return [
+        Target(
+            "gen_uwsgi",
+            "generated: nginx HTTPS -> uWSGI",
+            "generated",
+            via(uwsgi, DYNAMIC),
+            f"{site}:{uwsgi.https}",
+            b"ok",
+        ),
+        Target(
+            "bare_uwsgi",
+            "bare uWSGI, generated config (HTTP)",
+            "ceiling",
+            f"http://127.0.0.1:{PORTS['bare_uwsgi']}{DYNAMIC}",
+            site,
+            b"ok",
+            forwarded,
+        ),
+        Target(
+            "seed_uwsgi",
+            "seeds 002/004: nginx -> uWSGI 10x2",
+            "seed",
+            f"https://127.0.0.1:{PORTS['seed_uwsgi_nginx']}{DYNAMIC}",
+            site,
+            b"ok",
+        ),
+        Target(
+            "gen_gunicorn",
+            "generated: nginx HTTPS -> gunicorn",
+            "generated",
+            via(gunicorn, DYNAMIC),
+            f"{gunicorn.site}:{gunicorn.https}",
+            b"ok",
+        ),
+        Target(
+            "bare_gunicorn",
+            "bare gunicorn, generated config (HTTP)",
+            "ceiling",
+            f"http://127.0.0.1:{PORTS['bare_gunicorn']}{DYNAMIC}",
+            site,
+            b"ok",
+            forwarded,
+        ),
+        Target(
+            "seed_gunicorn",
+            "seeds 001/003: nginx -> gunicorn -w 3",
+            "seed",
+            f"https://127.0.0.1:{PORTS['seed_gunicorn_nginx']}{DYNAMIC}",
+            site,
+            b"ok",
+        ),
+        Target(
+            "runserver",
+            "manage.py runserver (HTTP)",
+            "dev server",
+            f"http://127.0.0.1:{PORTS['runserver']}{DYNAMIC}",
+            site,
+            b"ok",
+            forwarded,
+        ),
+        Target(
+            "static_gen",
+            "static: generated nginx HTTPS",
+            "generated",
+            via(uwsgi, css),
+            f"{site}:{uwsgi.https}",
+            b"font",
+        ),
+        Target(
+            "static_bare",
+            "static: minimal nginx HTTPS",
+            "ceiling",
+            f"https://127.0.0.1:{PORTS['bare_nginx']}{css}",
+            site,
+            b"font",
+        ),
+        Target(
+            "home_uwsgi",
+            "home page (1 write): generated uWSGI",
+            "generated",
+            via(uwsgi, HOME),
+            f"{site}:{uwsgi.https}",
+            b"Visits",
+        ),
+        Target(
+            "home_gunicorn",
+            "home page (1 write): generated gunicorn",
+            "generated",
+            via(gunicorn, HOME),
+            f"{gunicorn.site}:{gunicorn.https}",
+            b"Visits",
+        ),
+    ]
+
+
+def start_others(
+    servers: Servers, uwsgi: Stack, gunicorn: Stack, folder: Path
+) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+    """Seeds, bare app servers, runserver and the bare nginx, as the project user."""
+    for stack in (uwsgi, gunicorn):  # seed 001/003's nginx logs, and this run's files
+        (stack.project.parent / "seed-nginx").mkdir(exist_ok=True)
+        shutil.chown(stack.project.parent / "seed-nginx", stack.user, stack.user)
+    venv_bin = uwsgi.project / VENV_NAME / "bin"
+    started = {
+        "seed_uwsgi": servers.start(
+            "seed-uwsgi", [venv_bin / "uwsgi", "--ini", seed_uwsgi_ini(uwsgi, folder)], uwsgi.project, signal.SIGINT
+        ),
+        "seed_gunicorn": servers.start(
+            "seed-gunicorn",
+            [
+                venv_bin / "gunicorn",
+                "-w",
+                "3",
+                "-t",
+                "60",
+                "--bind",
+                f"127.0.0.1:{PORTS['seed_gunicorn']}",
+                f"{gunicorn.answers['project_slug']}.wsgi",
+            ],
+            gunicorn.project,
+            signal.SIGTERM,
+        ),
+        "bare_uwsgi": servers.start(
+            "bare-uwsgi", [venv_bin / "uwsgi", "--yaml", bare_uwsgi_yaml(uwsgi, folder)], uwsgi.project, signal.SIGINT
+        ),
+        "bare_gunicorn": servers.start(
+            "bare-gunicorn",
+            [venv_bin / "gunicorn", "--config", bare_gunicorn_conf(gunicorn, folder)],
+            gunicorn.project,
+            signal.SIGTERM,
+        ),
+        "runserver": servers.start(
+            "runserver",
+            [venv_bin / "python", "manage.py", "runserver", f"127.0.0.1:{PORTS['runserver']}", "--noreload"],
+            uwsgi.project,
+            signal.SIGTERM,
+        ),
+    }
+    started["seed_uwsgi_nginx"] = start_nginx(
+        servers, "seed-nginx-uwsgi", folder / "seed-nginx-uwsgi", seed_site_uwsgi(uwsgi, PORTS["seed_uwsgi"])
+    )
+    started["seed_gunicorn_nginx"] = start_nginx(
+        servers,
+        "seed-nginx-gunicorn",
+        folder / "seed-nginx-gunicorn",
+        seed_site_gunicorn(gunicorn, PORTS["seed_gunicorn"]),
+    )
+    started["static_bare"] = start_nginx(
+        servers,
+        "bare-nginx",
+        folder / "bare-nginx",
+        f"""    sendfile on;
+    access_log off;
+    server {{
+        listen 127.0.0.1:{PORTS["bare_nginx"]} ssl;
+        {tls(uwsgi)}
+        location /static/ {{
+            alias {uwsgi.project}/static/;
+        }}
+    }}""",
+    )
+    return started
+
+
+def benchmark(args: argparse.Namespace) -> Results:
+    require_root("benchmark.py")
+    ensure_programs("wrk", "nginx", "logrotate", "git", "openssl")
+    user, venv = ensure_project_user(), ensure_project_venv()
+    require_free(
+        [p for block in BLOCKS.values() for p in range(block + 20, block + 30)] + list(PORTS.values()),
+        "the benchmark's",
+    )
+    wait_bindable([p for block in BLOCKS.values() for p in range(block + 20, block + 30)])
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    results = Results(
+        args.threads, args.connections, args.duration, args.rounds, os.cpu_count() or 0, os.getloadavg()[0]
+    )
+    with ExitStack() as stacks:
+        print("baking, bringing the stacks up ...", flush=True)
+        baked_uwsgi = bake(user, venv, port_block_start=BLOCKS["uwsgi"], install_type=INSTALL_TYPE, app_server="uwsgi")
+        results.timings.append(Timing("bake, post-gen init included (uWSGI, systemd)", baked_uwsgi.seconds))
+        baked_gunicorn = bake(
+            user,
+            venv,
+            port_block_start=BLOCKS["gunicorn"],
+            install_type=INSTALL_TYPE,
+            app_server="gunicorn",
+            process_manager="supervisor",
+        )
+        results.timings.append(Timing("bake, post-gen init included (gunicorn, supervisor)", baked_gunicorn.seconds))
+        uwsgi = bring_up("uWSGI", baked_uwsgi, results.timings, stacks)
+        gunicorn = bring_up("gunicorn", baked_gunicorn, results.timings, stacks)
+        checkouts = {name: git_checkout(stack) for name, stack in (("uWSGI", uwsgi), ("gunicorn", gunicorn))}
+        results.timings.append(Timing("init in a fresh clone (stage)", time_init(uwsgi, checkouts["uWSGI"][0], venv)))
+
+        folder = uwsgi.project.parent / "bench"
+        folder.mkdir()
+        shutil.chown(folder, user, user)
+        scripts = out / "wrk"
+        scripts.mkdir(exist_ok=True)
+        (scripts / "summary.lua").write_text(SUMMARY_LUA)
+        (scripts / "count.lua").write_text(COUNT_LUA)
+        load = Load(args.threads, args.connections, args.duration, scripts)
+
+        servers = Servers(user, folder)
+        stacks.callback(servers.stop_all)
+        started = start_others(servers, uwsgi, gunicorn, folder)
+        results.targets = targets_for(uwsgi, gunicorn)
+        for target in results.targets:
+            proc, log = started.get(target.key, (None, None))
+            wait_answers(target, proc, log)
+            load.measure(target, 2)  # warm-up: workers loaded, caches filled
+
+        for round_ in range(args.rounds):
+            order = results.targets if round_ % 2 == 0 else list(reversed(results.targets))
+            print(f"round {round_ + 1}/{args.rounds} (load average {os.getloadavg()[0]:.2f})", flush=True)
+            for target in order:
+                run = load.measure(target)
+                target.runs.append(run)
+                print(
+                    f"  {target.label:<42} {run.rps:9.0f} req/s  p99 {run.p99_ms:7.1f} ms  failed {run.failed}",
+                    flush=True,
+                )
+        servers.stop_all()  # the other configurations are idle from here on: no noise
+
+        for name, stack in (("uWSGI", uwsgi), ("gunicorn", gunicorn)):
+            target = results.target("gen_uwsgi" if name == "uWSGI" else "gen_gunicorn")
+            work = checkouts[name][1]
+            for action, run_action in actions(stack, work):
+                print(f"{name}: {action} under load ...", flush=True)
+                note, ok = "", True
+                with load.during(target) as seen:
+                    started_at = time.monotonic()
+                    try:
+                        note = run_action()
+                    except (RuntimeError, AssertionError) as error:
+                        note, ok = str(error).splitlines()[0][:200], False
+                    seconds = time.monotonic() - started_at
+                run = seen[0]
+                results.under_load.append(UnderLoad(name, action, run.requests, run.failed, seconds, ok, note))
+            if not (stack.project / "deploytool/deploy.py").exists():
+                results.missing.append(f"deploytool deploy ({name}): not in the generated project yet")
+    results.load_after = os.getloadavg()[0]
+    return results
+
+
+# ---- reporting -------------------------------------------------------------------------------
+@dataclass
+class Goal:
+    what: str
+    measured: str
+    target: str
+    held: bool
+
+
+def goals(results: Results) -> list[Goal]:
+    t = results.target
+    best_seed = max((t("seed_uwsgi"), t("seed_gunicorn")), key=lambda target: target.rps)
+    found = []
+    for gen, bare in (("gen_uwsgi", "bare_uwsgi"), ("gen_gunicorn", "bare_gunicorn")):
+        ratio = t(gen).rps / t(bare).rps
+        found.append(Goal(f"{t(gen).label} / {t(bare).label}", f"{ratio:.2f}x", ">= 0.90x", ratio >= 0.9))
+    for gen in ("gen_uwsgi", "gen_gunicorn"):
+        ratio = t(gen).rps / best_seed.rps
+        found.append(Goal(f"{t(gen).label} / best seed ({best_seed.label})", f"{ratio:.2f}x", ">= 1.00x", ratio >= 1.0))
+    ratio = t("static_gen").rps / t("static_bare").rps
+    found.append(Goal(f"{t('static_gen').label} / {t('static_bare').label}", f"{ratio:.2f}x", ">= 0.90x", ratio >= 0.9))
+    for target in results.targets:
+        if target.failed:
+            found.append(Goal(f"failed requests: {target.label}", str(target.failed), "0", False))
+    for seen in results.under_load:
+        found.append(
+            Goal(
+                f"failed requests during {seen.action} ({seen.stack})",
+                f"{seen.failed} of {seen.requests}" + ("" if seen.ok else f" (action failed: {seen.note})"),
+                "0",
+                seen.failed == 0 and seen.ok,
+            )
+        )
+    for missing in results.missing:
+        found.append(Goal(missing, "missing", "measured", False))
+    bakes = [timing.seconds for timing in results.timings if timing.what.startswith("bake")]
+    init = next(timing.seconds for timing in results.timings if timing.what.startswith("init"))
+    worst = max(bakes) + init
+    found.append(Goal("bake + init (the slower bake, plus a second init)", f"{worst:.2f} s", "< 2 s", worst < 2.0))
+    return found
+
+
+def report(results: Results) -> str:
+    rows = []
+    for target in results.targets:
+        rates = [run.rps for run in target.runs]
+        rows.append(
+            [
+                target.label,
+                target.kind,
+                f"{target.rps:.0f}",
+                f"{min(rates):.0f}-{max(rates):.0f}",
+                f"{target.p99_ms:.1f}",
+                str(target.failed),
+            ]
+        )
+    parts = [
+        f"wrk -t{results.threads} -c{results.connections} -d{results.duration}s, {results.rounds} rounds "
+        f"(median shown), {results.cores} cores, load average {results.load_before:.2f} before, "
+        f"{results.load_after:.2f} after; dynamic page {DYNAMIC} (read-only view, one query)",
+        "",
+        table(["target", "kind", "req/s", "range", "p99 ms", "failed"], rows, right=[2, 3, 4, 5]),
+        "",
+        table(
+            ["under load (generated stacks)", "app server", "requests", "failed", "action s", "note"],
+            [[u.action, u.stack, u.requests, u.failed, f"{u.seconds:.1f}", u.note] for u in results.under_load],
+            right=[2, 3, 4],
+        ),
+        "",
+        table(["time", "seconds"], [[t.what, f"{t.seconds:.2f}"] for t in results.timings], right=[1]),
+        "",
+        table(
+            ["target", "measured", "goal", "held"],
+            [[g.what, g.measured, g.target, "yes" if g.held else "MISSED"] for g in goals(results)],
+        ),
+    ]
+    return "\n".join(parts)
+
+
+def chart(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"generated": "#2b6cb0", "seed": "#c05621", "ceiling": "#718096", "dev server": "#b7791f"}
+    targets = list(reversed(results.targets))
+    labels = [target.label for target in targets]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(targets) + 1.8), sharey=True)
+    bar_colors = [colors[target.kind] for target in targets]
+    rates = [target.rps for target in targets]
+    spread = [
+        [target.rps - min(r.rps for r in target.runs) for target in targets],
+        [max(r.rps for r in target.runs) - target.rps for target in targets],
+    ]
+    left.barh(labels, rates, color=bar_colors, xerr=spread, capsize=3)
+    left.set_xlabel("requests/s (median of rounds; bars: range)")
+    right.barh(labels, [target.p99_ms for target in targets], color=bar_colors)
+    right.set_xlabel("p99 latency, ms (median of rounds)")
+    for axis in (left, right):
+        axis.grid(axis="x", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=color) for color in colors.values()]
+    right.legend(handles, list(colors), loc="lower right")
+    figure.suptitle(
+        f"dj-layout on {results.cores} cores: wrk -t{results.threads} -c{results.connections} "
+        f"-d{results.duration}s, {results.rounds} rounds, loopback"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def ensure_matplotlib() -> None:
+    """The chart's one dependency, the `bench` extra of pyproject.toml, installed into this
+    venv when missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if sys.prefix == sys.base_prefix:
+            sys.exit("matplotlib is missing: run this with the tests' venv (.venv/bin/python), which it installs into")
+        import tomllib
+
+        with open(TEMPLATE / "pyproject.toml", "rb") as handle:
+            extra = tomllib.load(handle)["project"]["optional-dependencies"]["bench"]
+        print(f"installing {' '.join(extra)} into {sys.prefix}", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *extra], check=True
+        )
+
+
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not within {low}-{high}")
+        return value
+
+    return parse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=bounded(1, 60), default=10, help="seconds per measurement (default 10)")
+    parser.add_argument("--connections", type=bounded(1, 256), default=16, help="wrk connections (default 16)")
+    parser.add_argument("--threads", type=bounded(1, 8), default=2, help="wrk threads (default 2)")
+    parser.add_argument("--rounds", type=bounded(1, 10), default=3, help="rounds over all targets (default 3)")
+    parser.add_argument("--out", type=Path, default=TEMPLATE / ".cache/bench", help="folder for the chart and JSON")
+    args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    ensure_matplotlib()
+    results = benchmark(args)
+    text = report(results)
+    print("\n" + text)
+    (args.out / "benchmark.txt").write_text(text + "\n")
+    (args.out / "benchmark.json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
+    chart(results, args.out / "benchmark.png")
+    print(f"\nwrote {args.out / 'benchmark.png'}, benchmark.txt and benchmark.json there")
+    return 0 if all(goal.held for goal in goals(results)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
