@@ -32,7 +32,14 @@ __all__ = ["Stack", "ensure_project_user", "ensure_project_venv", "run", "tool"]
 
 VENV_NAME = "env3.11"  # the default python_version's venv name in a baked project
 # Debian packages the scripts run, installed when missing (as tests/run.sh does).
-PACKAGES = {"nginx": "nginx", "wrk": "wrk", "logrotate": "logrotate", "git": "git", "openssl": "openssl"}
+PACKAGES = {
+    "nginx": "nginx",
+    "wrk": "wrk",
+    "logrotate": "logrotate",
+    "git": "git",
+    "openssl": "openssl",
+    "systemd-analyze": "systemd",
+}
 
 
 def require_root(script: str) -> None:
@@ -46,6 +53,8 @@ def require_root(script: str) -> None:
 def ensure_programs(*names: str) -> None:
     """Install the Debian packages of missing programs, as tests/run.sh does."""
     missing = [PACKAGES[name] for name in names if shutil.which(name) is None]
+    if "initdb" in names and not sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        missing.append("postgresql")  # its programs are not on PATH
     if missing:
         print(f"installing {' '.join(missing)} (apt-get)", flush=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

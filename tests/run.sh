@@ -22,6 +22,8 @@ packages=(
   python3-seccomp  # the unit's system call filter, rebuilt by a test
   certbot          # deploytool cert and the renewal, for real
   pebble           # Let's Encrypt's test CA (with pebble-challtestsrv) on loopback
+  openssh-server   # sshd: the servers a rolling deploy reaches with Fabric (test_fleet)
+  iproute2         # ip netns/veth: those servers' private network, inside the test only
   wrk              # load through nginx during deploys, reloads and log rotation
 )
 missing=()

@@ -3,6 +3,7 @@ tmpfiles.d line, and bad situations that must leave the previous state working."
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import GENERATED as TEMPLATE_GENERATED
 from conftest import Stack, bake_for_user, run, running_stack, tool
 
 BLOCK = 62050  # a block of its own: other test modules use other blocks
@@ -156,3 +158,26 @@ def test_app_that_fails_to_import_is_not_reloaded(stack: Stack) -> None:
         assert stack.https_get("/")[0] == 200  # the running code keeps serving
     finally:
         urls.write_text(good)
+
+
+def test_a_changed_answer_leaves_no_stale_config(baked: Stack) -> None:
+    """gunicorn instead of uWSGI: the uWSGI unit and config go, from etc/ and from /etc."""
+    root = baked.project.parent / "system"
+    root.mkdir()
+    baked.deploytool_as_root("install", "--root", str(root), "--part", "system")
+    old_unit = f"etc/systemd/system/{baked.env['SERVICE']}.service"
+    assert (baked.project / old_unit).is_file() and (root / old_unit).is_file()
+    project_json = baked.project / "etc/project.json"
+    answers = json.loads(project_json.read_text())
+    project_json.write_text(json.dumps({**answers, "app_server": "gunicorn"}))
+    templates = baked.project / "etc/templates"
+    (templates / "gunicorn.conf.py.j2").write_text(
+        (TEMPLATE_GENERATED / "etc/templates/gunicorn.conf.py.j2").read_text()
+    )
+    (templates / "uwsgi.yaml.j2").unlink()  # as the post-gen hook prunes it for gunicorn
+    out = baked.deploytool_as_root("install", "--root", str(root), "--part", "system").stdout
+    new_unit = old_unit.replace("_uwsgi.service", "_gunicorn.service")
+    assert not (baked.project / old_unit).exists() and not (root / old_unit).exists(), out
+    assert not (baked.project / "etc/uwsgi.yaml").exists()
+    assert (baked.project / new_unit).is_file() and (root / new_unit).is_file()
+    assert f"removed {root / old_unit}" in out

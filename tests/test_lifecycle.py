@@ -346,10 +346,28 @@ def test_deploy_refuses_uncommitted_changes_and_changes_nothing(lifecycle: Lifec
 def test_deploy_of_an_unknown_revision_changes_nothing(lifecycle: Lifecycle) -> None:
     live = lifecycle.head()
     proc, _ = lifecycle.deploy("no-such-branch")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "step 'fetch' failed" in proc.stderr and "'no-such-branch' is not a commit" in proc.stderr, proc.stderr
     assert f"Nothing was changed: {live[:12]} serves" in proc.stderr
     assert lifecycle.head() == live
+
+
+def test_without_a_remote_the_revision_must_be_named(lifecycle: Lifecycle) -> None:
+    stack = lifecycle.stack
+    live = lifecycle.head()
+    lifecycle.git(stack.project, "remote", "remove", "origin")
+    try:
+        proc, _ = lifecycle.deploy()
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "this checkout has no remote: name the revision to deploy" in proc.stderr, proc.stderr
+        assert lifecycle.head() == live
+        named, _ = lifecycle.deploy(live[:12])  # a commit it has: deployed again, no fetch
+        assert named.returncode == 0, named.stdout + named.stderr
+        assert health(stack) == f"ok {live[:12]}\n"
+    finally:
+        lifecycle.git(stack.project, "remote", "add", "origin", str(lifecycle.origin))
+        lifecycle.git(stack.project, "fetch", "-q", "origin")
+        lifecycle.git(stack.project, "branch", "-q", "--set-upstream-to", "origin/main")
 
 
 # ---- reloads and log rotation ----------------------------------------------------------------

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import letsencrypt, ports
+from . import fleet, letsencrypt, portcheck, ports
 from .certs import issued, sandbox_ca
 from .check import check
 from .deploy import deploy
@@ -32,7 +32,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=Path("/"),
         help="where /etc, /var and /run are (default /; a folder for a sandbox)",
     )
-    commands.add_parser("ports", help="the port map of this install and the project block")
+    sub.add_argument("--app-bind", metavar="ADDRESS", help="app server address (default 127.0.0.1; kept when omitted)")
+    sub = commands.add_parser("ports", help="the port map of this install and the project block")
+    portcheck.add_arguments(sub)
     commands.add_parser("render", help="render etc/templates/ for this install")
     commands.add_parser("check", help="run the real validators on the rendered configs")
     sub = commands.add_parser("install", help="put the install in place: system configs (root), venv and app (user)")
@@ -50,6 +52,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     sub = commands.add_parser("deploy", help="put a revision live: fetch, deps, migrate, static, reload, health check")
     sub.add_argument("revision", nargs="?", help="commit, tag or branch (default: the tracked remote branch)")
     sub.add_argument("--health-timeout", type=float, default=30.0, help="seconds /health/ has to answer (default 30)")
+    fleet.add_arguments(sub)
     commands.add_parser("up", help="the whole stack of this install, as you, on loopback, under .sandbox/")
     commands.add_parser("down", help="stop the sandbox stack: no process, no listening port left")
     commands.add_parser("status", help="what of the stack runs (exit 0 all, 3 none, 1 some)")
@@ -61,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root.resolve()
     try:
         if args.command == "init":
-            install = init(root, args.install_type, args.system_root.resolve())
+            install = init(root, args.install_type, args.system_root.resolve(), args.app_bind)
             print(summary(install))
             return 0
         install = Install.load(root)
         if args.command == "ports":
+            if args.check:
+                return portcheck.main(install, args)
             print(ports.describe(install.project.port_block_start, install.install_type))
         elif args.command == "render":
             changed = render(install)
@@ -84,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in letsencrypt.cert(install, request):
                 print(line, flush=True)
         elif args.command == "deploy":
+            if args.hosts:
+                return fleet.main(install, args)
             return deploy(install, args.revision, args.health_timeout)
         elif args.command == "up":
             install = up(install)

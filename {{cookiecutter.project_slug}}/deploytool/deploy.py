@@ -59,8 +59,10 @@ HISTORY = 20  # attempts kept in the record
 HEALTH_PATH = "/health/"
 REVISION = re.compile(r"[0-9a-f]{7,40}")
 
-# Exit statuses of `deploy` (DeployError, status 2, means nothing was changed).
-LIVE, ROLLED_BACK, ROLLBACK_FAILED = 0, 1, 3
+# Exit statuses of `deploy`: live; failed and rolled back (the previous revision serves);
+# failed before anything changed (a DeployError in the preflight is 2 as well); the
+# rollback failed too.
+LIVE, ROLLED_BACK, NOTHING_CHANGED, ROLLBACK_FAILED = 0, 1, 2, 3
 
 
 class StepFailed(Exception):
@@ -148,20 +150,20 @@ class Deploy:
 
     def check(self) -> str:
         args = ["check", "--deploy", "--fail-level", "WARNING"] if self.install.is_production else ["check"]
-        manage(self.install, "check", *args)
+        manage(self.install, *args)
         return " ".join(args)
 
     def migrate(self) -> str:
         before = applied_migrations(self.install)
         try:
-            manage(self.install, "migrate", "migrate", "--noinput")
+            manage(self.install, "migrate", "--noinput")
         finally:
             after = applied_migrations(self.install, missing_ok=True)
             self.migrations_applied = [name for name in after if name not in before]
         return ", ".join(self.migrations_applied) or "nothing to apply"
 
     def collectstatic(self) -> str:
-        out = manage(self.install, "collectstatic", "collectstatic", "--noinput")
+        out = manage(self.install, "collectstatic", "--noinput")
         summary = out.strip().splitlines()[-1] if out.strip() else "done"
         return re.sub(r" to '[^']*'", "", summary)  # "N static files copied, M unmodified, ..."
 
@@ -203,7 +205,7 @@ class Deploy:
             (
                 "collectstatic",
                 "collectstatic" in self.started,  # the manifest of hashed names is rewritten
-                lambda: manage(self.install, "rollback collectstatic", "collectstatic", "--noinput"),
+                lambda: manage(self.install, "collectstatic", "--noinput"),
             ),
             # Always: an app server may have started workers from the new code meanwhile
             # (lazy-apps and gunicorn workers import the code on disk when they respawn).
@@ -226,7 +228,8 @@ class Deploy:
 
 
 def deploy(install: Install, revision: str | None = None, health_timeout: float = 30.0) -> int:
-    """Deploy ``revision``; returns the exit status (0 live, 1 rolled back, 3 rollback failed)."""
+    """Deploy ``revision``; returns the exit status (0 live, 1 rolled back, 2 nothing changed,
+    3 rollback failed)."""
     if os.geteuid() == 0:
         raise DeployError(
             f"deploy runs as the project user {install.project.user!r}, never as root (files in .git, "
@@ -287,7 +290,7 @@ def _failed(run: Deploy, failure: StepFailed, seconds: float) -> int:
         f"{outcome}: {_short(run.previous)} serves, as before.{migrations}",
         file=sys.stderr,
     )
-    return ROLLED_BACK
+    return ROLLED_BACK if changed else NOTHING_CHANGED
 
 
 def _last_line(text: str) -> str:
@@ -391,7 +394,7 @@ def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def manage(install: Install, what: str, *args: str, timeout: float = 900) -> str:
+def manage(install: Install, *args: str, timeout: float = 900) -> str:
     """Run manage.py with the venv's Python in the install root; DeployError with its output."""
     argv = [str(install.python), str(install.root / "manage.py"), *args]
     try:
@@ -408,7 +411,7 @@ def manage(install: Install, what: str, *args: str, timeout: float = 900) -> str
 def applied_migrations(install: Install, missing_ok: bool = False) -> list[str]:
     """Applied migrations, in plan order (manage.py showmigrations --plan: "[X]  app.0001_name")."""
     try:
-        out = manage(install, "showmigrations", "showmigrations", "--plan")
+        out = manage(install, "showmigrations", "--plan")
     except DeployError:
         if missing_ok:
             return []

@@ -37,3 +37,14 @@ def ensure_link(link: Path, target: Path) -> bool:
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(target)
     return True
+
+
+def prune(manifest: Path, current: set[Path]) -> list[Path]:
+    """Remove the files a previous run listed in ``manifest`` that this run no longer makes
+    (an answer changed: the gunicorn unit replaces the uWSGI one), then list ``current``."""
+    previous = set(map(Path, manifest.read_text().split("\n"))) if manifest.exists() else set()
+    stale = sorted(path for path in previous - current if path.name and path.is_file())
+    for path in stale:
+        path.unlink()
+    write_atomic(manifest, "".join(f"{path}\n" for path in sorted(current)))
+    return stale

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 from pathlib import Path
 
@@ -17,15 +18,19 @@ from .render import SETTINGS_LOCAL, render, render_text
 ADMIN_USER = "admin"
 
 
-def init(root: Path, install_type: str, system_root: Path = Path("/")) -> Install:
+def init(root: Path, install_type: str, system_root: Path = Path("/"), app_bind: str | None = None) -> Install:
     """env.conf, settings_local.py (fresh secrets, 600), links, local folders, rendered configs.
 
-    Idempotent: local data already there (settings_local.py, htpasswd) is kept as it is.
+    Idempotent: local data already there (settings_local.py, htpasswd) is kept as it is;
+    without ``app_bind`` the address env.conf has is kept (127.0.0.1 in a new install).
     """
-    install = Install(Project.load(root / PROJECT_JSON), root, install_type, system_root)
     env_conf = root / ENV_CONF
-    if env_conf.exists():
-        current = Install.load(root)
+    current = Install.load(root) if env_conf.exists() else None
+    if app_bind is None:
+        app_bind = current.app_bind if current else "127.0.0.1"
+    install = Install(Project.load(root / PROJECT_JSON), root, install_type, system_root, app_bind)
+    check_local_address(app_bind)
+    if current is not None:
         if current.install_type != install_type:
             raise DeployError(
                 f"this checkout is already the {current.install_type!r} install ({env_conf}); "
@@ -57,6 +62,19 @@ def init(root: Path, install_type: str, system_root: Path = Path("/")) -> Instal
 def make_links(install: Install) -> list[Path]:
     """Point logs/, backups/ and settings_local.py where this install's layout says."""
     return [link for link, target in install.links.items() if ensure_link(link, target)]
+
+
+def check_local_address(address: str) -> None:
+    """The app server can bind ``address`` on this host (it is one of this host's addresses)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as error:
+            raise DeployError(
+                f"--app-bind {address}: not an address of this host ({error.strerror}): give one that "
+                "`ip -brief address` lists (the private address other hosts' nginx reaches)"
+            ) from None
 
 
 def _create_secret(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .certs import has_certificate
 from .errors import DeployError
-from .files import ensure_link
+from .files import ensure_link, prune
 from .init import make_links
 from .layout import Install
 from .render import outputs, render
@@ -28,6 +28,7 @@ from .render import outputs, render
 # Rendered files that stay in the install's etc/ (the app server reads them from there).
 STAY_LOCAL = {"env.conf.j2", "uwsgi.yaml.j2", "gunicorn.conf.py.j2"}
 NGINX_USER = "www-data"  # Debian's nginx workers read the htpasswd copy
+INSTALLED = "installed.list"  # local: what the last install put under the system root
 
 
 def system_files(install: Install) -> dict[Path, Path]:
@@ -62,6 +63,8 @@ def install_system(install: Install) -> Iterator[str]:
     for source, target in system_files(install).items():
         if _copy(source, target, source.stat().st_mode & 0o777):
             yield f"installed {target}"
+    for stale in prune(install.etc_dir / INSTALLED, set(system_files(install).values())):
+        yield f"removed {stale} (no longer rendered)"
     if install.htpasswd.exists():
         owner = NGINX_USER if chown else None  # as root: nginx's workers; in a sandbox: its user
         if _copy(install.htpasswd, install.nginx_htpasswd, 0o600, owner):

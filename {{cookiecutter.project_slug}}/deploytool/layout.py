@@ -7,6 +7,7 @@ a private folder for the sandbox and for tests.
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,11 +29,13 @@ class Install:
     root: Path
     install_type: str
     system_root: Path = field(default=Path("/"))
+    app_bind: str = "127.0.0.1"  # the app server's address: loopback, or private with several hosts
 
     def __post_init__(self) -> None:
         if self.install_type not in ports.SLOTS:
             known = ", ".join(ports.SLOTS)
             raise DeployError(f"install type {self.install_type!r} is unknown: use one of {known}")
+        check_app_bind(self.app_bind)
 
     @classmethod
     def load(cls, root: Path) -> Install:
@@ -43,6 +46,7 @@ class Install:
             root=root,
             install_type=env["INSTALL_TYPE"],
             system_root=Path(env.get("SYSTEM_ROOT", "/")),
+            app_bind=env.get("APP_BIND", "127.0.0.1"),
         )
 
     def system(self, path: str) -> Path:
@@ -80,6 +84,12 @@ class Install:
     @cached_property
     def ports(self) -> dict[str, int]:
         return ports.port_map(self.project.port_block_start, self.install_type)
+
+    @property
+    def app_address(self) -> str:
+        """Where the app server listens: app_bind and the app port ([v6]:port for IPv6)."""
+        host = f"[{self.app_bind}]" if ":" in self.app_bind else self.app_bind
+        return f"{host}:{self.ports['app']}"
 
     @property
     def sandbox(self) -> bool:
@@ -242,6 +252,26 @@ class Install:
             self.root / "backups": self.backup_dir,
             self.settings_link: Path("../etc/settings_local.py"),
         }
+
+
+def check_app_bind(address: str) -> str:
+    """The app server's listen address: loopback (nginx on this host) or a private address
+    (nginx on other hosts balances over it). Never public or 0.0.0.0: the uwsgi protocol,
+    and gunicorn's HTTP behind nginx, have no authentication."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise DeployError(
+            f"app bind address {address!r} is not an IP address: give this host's private address "
+            "(e.g. 10.0.0.11) or 127.0.0.1 (deploytool init --app-bind ADDRESS)"
+        ) from None
+    if ip.is_unspecified or ip.is_multicast or ip.is_global:
+        raise DeployError(
+            f"app bind address {address} is {'every address' if ip.is_unspecified else 'public'}: the app "
+            "server has no authentication, so it listens on loopback or a private address only "
+            "(10/8, 172.16/12, 192.168/16, fd00::/8): deploytool init --app-bind PRIVATE_ADDRESS"
+        )
+    return address
 
 
 def read_env_conf(path: Path) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 
 from .certs import site_cert_dir
-from .files import write_atomic
+from .files import prune, write_atomic
 from .layout import Install
 
 TEMPLATES = Path("etc/templates")
@@ -41,6 +41,9 @@ SANDBOX_OUTPUTS: dict[str, str] = {
     "sandbox/nginx.conf.j2": "nginx/nginx.conf",
     "supervisor/supervisord.conf.j2": "supervisor/supervisord.conf",
 }
+
+# The list of what the last render wrote (local): what it no longer writes is removed.
+RENDERED = "rendered.list"
 
 # Rendered once by `init`, then local data: never rewritten by `render`.
 SETTINGS_LOCAL = "settings_local.py.j2"
@@ -94,8 +97,9 @@ def outputs(install: Install) -> dict[str, Path]:
 def render(install: Install) -> list[Path]:
     """Render every config; all are rendered before any is written. Returns those changed."""
     texts = {path: (render_text(install, template), template) for template, path in outputs(install).items()}
-    return [
+    changed = [
         path
         for path, (text, template) in texts.items()
         if write_atomic(path, text, 0o755 if template in EXECUTABLE else 0o644)
     ]
+    return changed + prune(install.etc_dir / RENDERED, set(texts))

@@ -1,0 +1,802 @@
+"""Several servers for real: nginx balancing over app servers on other hosts, a rolling
+deploy over SSH with Fabric, and `deploytool ports --check`.
+
+The "hosts" are network namespaces this module makes (ip netns, a bridge, veth pairs) with
+private addresses that exist only inside them: lb 10.213.0.10 (the front nginx, and the
+operator's checkout that runs the deploy), web1 10.213.0.11 and web2 10.213.0.12 (an app
+server bound to that private address, their own nginx, and an sshd each). Every host has
+its own clone of one origin repo (the filesystem is shared, so in its own folder), and runs
+its whole stack as the project user. SSH keys and host keys are made here; known_hosts is
+written from the host keys, and the deploy refuses any host key it does not hold.
+
+Which host answered is told by /health/, which names the revision the host runs: web1 and
+web2 start on two different commits. Ports: block 64800 inside the namespaces (the same
+numbers on every host, as on real servers); the ports --check test uses 64800 and 64850 on
+this machine's loopback, where nothing of this module listens otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import bake_for_user, run
+
+BLOCK = 64800  # this module's block; no other test module uses it
+SECOND_BLOCK = 64850  # a second project's, for ports --check
+APP_PORT, HTTPS_PORT = BLOCK + 1, BLOCK + 3  # the dev install's app server and sandbox nginx
+LB_ADDRESS = "10.213.0.10"
+HOSTS = {"web1": "10.213.0.11", "web2": "10.213.0.12"}
+UPSTREAMS = ", ".join(HOSTS.values())
+GIT = ["git", "-c", "user.name=dj-layout tests", "-c", "user.email=tests@dj-layout.invalid"]
+HEALTH_TIMEOUT = "10"  # seconds a host's /health/ is given during a deploy
+
+# wrk: every status that is not 200 is a failure; 200s are counted by the revision /health/ names.
+COUNT = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) ok = 0; other = 0; codes = ""; revs = {} end
+function response(status, headers, body)
+  if status == 200 then
+    ok = ok + 1
+    local rev = string.match(body, "^ok (%x+)") or "?"
+    revs[rev] = (revs[rev] or 0) + 1
+  else
+    other = other + 1
+    if #codes < 100 then codes = codes .. status .. " " end
+  end
+end
+function done(summary, latency, requests)
+  local o, b, c, all = 0, 0, "", {}
+  for _, t in ipairs(threads) do
+    o = o + t:get("ok"); b = b + t:get("other"); c = c .. t:get("codes")
+    for rev, n in pairs(t:get("revs")) do all[rev] = (all[rev] or 0) + n end
+  end
+  io.write(string.format("statuses: 200=%d other=%d codes=%s\\n", o, b, c))
+  for rev, n in pairs(all) do io.write(string.format("revision: %s %d\\n", rev, n)) end
+end
+"""
+
+
+def program(name: str, package: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    assert found, f"{name} is not installed: apt-get install {package} (tests/run.sh installs it)"
+    return found
+
+
+# ---- the network: namespaces, a bridge, veth pairs -------------------------------------------
+class Network:
+    """lb, web1 and web2 on one private /24, in namespaces only this module made."""
+
+    def __init__(self) -> None:
+        self.ip = program("ip", "iproute2")
+        tag = f"djlf{os.getpid()}"
+        self.names = {"lb": f"{tag}-lb", **{host: f"{tag}-{host}" for host in HOSTS}}
+        self.made: list[str] = []
+
+    def _ip(self, *args: str) -> None:
+        run([self.ip, *args])
+
+    def create(self) -> None:
+        for name in self.names.values():
+            self._ip("netns", "add", name)
+            self.made.append(name)
+            self._ip("-n", name, "link", "set", "lo", "up")
+        lb = self.names["lb"]
+        self._ip("-n", lb, "link", "add", "br0", "type", "bridge")
+        self._ip("-n", lb, "addr", "add", f"{LB_ADDRESS}/24", "dev", "br0")
+        self._ip("-n", lb, "link", "set", "br0", "up")
+        for host, address in HOSTS.items():
+            ns, port = self.names[host], f"v{host}"
+            # Both ends are made inside namespaces: nothing appears in this machine's own.
+            self._ip("-n", lb, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self._ip("-n", lb, "link", "set", port, "master", "br0")
+            self._ip("-n", lb, "link", "set", port, "up")
+            self._ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+            self._ip("-n", ns, "link", "set", "eth0", "up")
+
+    def exec(self, where: str, *argv: str | Path) -> list[str]:
+        return [self.ip, "netns", "exec", self.names[where], *map(str, argv)]
+
+    def remove(self) -> list[int]:
+        """Delete the namespaces; processes still in them (started here) are killed first."""
+        killed = []
+        for name in self.made:
+            pids = subprocess.run([self.ip, "netns", "pids", name], capture_output=True, text=True).stdout.split()
+            for pid in map(int, pids):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+        for name in self.made:
+            subprocess.run([self.ip, "netns", "del", name], capture_output=True)
+        self.made = []
+        return killed
+
+
+# ---- a host and its install --------------------------------------------------------------------
+@dataclass
+class Node:
+    """A host (namespace) with one install of the project, run as the project user."""
+
+    name: str
+    network: Network
+    root: Path
+    user: str
+
+    def run(self, *argv: str | Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        command = self.network.exec(self.name, "runuser", "-u", self.user, "--", *argv)
+        proc = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert proc.returncode == 0, (
+                f"{self.name}: {' '.join(command)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def deploytool(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run(self.root / "env3.11/bin/python", "-m", "deploytool", *args, check=check)
+
+    def popen_deploytool(self, *args: str) -> subprocess.Popen[str]:
+        argv = self.network.exec(self.name, "runuser", "-u", self.user, "--", self.root / "env3.11/bin/python")
+        return subprocess.Popen(
+            [*argv, "-m", "deploytool", *args],
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def git(self, *args: str) -> str:
+        return self.run(*GIT, *args).stdout.strip()
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+    @property
+    def env(self) -> dict[str, str]:
+        lines = (self.root / "etc/env.conf").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+    def app_pids(self) -> list[int]:
+        """The app server's master and workers."""
+        out = self.run(self.root / "bin/uwsgictl.sh", "status").stdout
+        match = re.search(r"pid (\d+)", out)
+        assert match, out
+        master = int(match.group(1))
+        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        return [master, *map(int, children)]
+
+    def listening(self) -> list[tuple[str, int]]:
+        """(address, port) of the listening TCP sockets in this host's namespace."""
+        found = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            text = subprocess.run(self.network.exec(self.name, "cat", table), capture_output=True, text=True).stdout
+            for row in text.splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A":
+                    address, port = fields[1].rsplit(":", 1)
+                    raw = bytes.fromhex(address)
+                    shown = socket.inet_ntop(socket.AF_INET, raw[::-1]) if len(raw) == 4 else address
+                    found.append((shown, int(port, 16)))
+        return found
+
+
+# ---- load and requests through the front nginx ---------------------------------------------------
+@dataclass
+class Load:
+    output: str = ""
+    requests: int = 0
+    ok: int = 0
+    other: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    revisions: dict[str, int] = field(default_factory=dict)
+
+    def parse(self, output: str) -> None:
+        self.output = output
+        done = re.search(r"(\d+) requests in", output)
+        statuses = re.search(r"statuses: 200=(\d+) other=(\d+)", output)
+        assert done and statuses, f"wrk printed no summary:\n{output}"
+        self.requests, self.ok, self.other = int(done.group(1)), int(statuses.group(1)), int(statuses.group(2))
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+        names = ("connect", "read", "write", "timeout")
+        counts = [int(value) for value in errors.groups()] if errors else [0] * len(names)
+        self.socket_errors = dict(zip(names, counts, strict=True))
+        self.revisions = {rev: int(n) for rev, n in re.findall(r"^revision: (\S+) (\d+)$", output, re.M)}
+
+    def assert_nothing_failed(self, least: int = 100) -> None:
+        assert self.requests >= least, f"too little load to tell ({self.requests} requests):\n{self.output}"
+        assert self.other == 0, f"{self.other} of {self.requests} answers were not 200:\n{self.output}"
+        assert not any(self.socket_errors.values()), f"socket errors {self.socket_errors}:\n{self.output}"
+        assert self.ok == self.requests, self.output
+
+    def share(self, revision: str) -> float:
+        return self.revisions.get(revision[:12], 0) / max(self.ok, 1)
+
+
+@dataclass
+class Fleet:
+    network: Network
+    lb: Node
+    web: dict[str, Node]
+    base: Path
+    origin: Path
+    work: Path
+    ssh: Path
+    site: str
+    slug: str
+    first: dict[str, str]  # host -> the commit it started on
+
+    # ---- the front -----------------------------------------------------------------------------
+    def front(self, balancing: str, upstreams: str = UPSTREAMS) -> None:
+        """Change the balancing answers of the front's checkout and apply them (`up` again:
+        render, put the site in place, nginx -t, reload)."""
+        path = self.lb.root / "etc/project.json"
+        answers = json.loads(path.read_text())
+        if (answers["balancing"], answers["app_upstreams"]) != (balancing, upstreams):
+            answers.update(balancing=balancing, app_upstreams=upstreams)
+            path.write_text(json.dumps(answers, indent=2) + "\n")
+            old = self.nginx_workers()
+            self.lb.deploytool("up")
+            self.wait_for_new_nginx_workers(old)
+        site = (self.lb.root / f"etc/nginx/sites-available/{self.site}.nginx.conf").read_text()
+        block = site[site.index("upstream ") : site.index("}", site.index("upstream "))]
+        assert (balancing + ";" in block) == (balancing != "round_robin"), block
+
+    def nginx_workers(self) -> set[str]:
+        master = (self.lb.root / ".sandbox/run/nginx.pid").read_text().strip()
+        return set(subprocess.run(["pgrep", "-P", master], capture_output=True, text=True).stdout.split())
+
+    def wait_for_new_nginx_workers(self, old: set[str]) -> None:
+        """A reload starts new workers; the old ones close their keep-alive connections as
+        they go: measure once only new workers are left."""
+        deadline = time.monotonic() + 15
+        while (workers := self.nginx_workers()) & old or not workers:
+            assert time.monotonic() < deadline, f"old nginx workers {old & workers} still run 15 s after the reload"
+            time.sleep(0.1)
+
+    def wrk(self, seconds: int, connections: int) -> list[str]:
+        """wrk on the front's /health/, from inside lb, counting answers by revision."""
+        script = self.base / "count.lua"
+        script.write_text(COUNT)
+        return self.network.exec(
+            "lb",
+            program("wrk", "wrk"),
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            script,
+            "-H",
+            f"Host: {self.site}:{HTTPS_PORT}",
+            f"https://127.0.0.1:{HTTPS_PORT}/health/",
+        )
+
+    @contextmanager
+    def load(self, limit: int = 120) -> Iterator[Load]:
+        """Load while the body runs (at most ``limit`` s); SIGINT makes wrk print its summary."""
+        result = Load()
+        wrk = subprocess.Popen(self.wrk(limit, 8), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(1)  # load before the action ...
+            assert wrk.poll() is None, f"wrk exited early: {wrk.communicate()[0]}"
+            yield result
+            time.sleep(1)  # ... and after it
+        finally:
+            wrk.send_signal(signal.SIGINT)
+            try:
+                output, _ = wrk.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                wrk.kill()
+                output, _ = wrk.communicate()
+        result.parse(output)
+
+    def burst(self, seconds: int, connections: int = 4) -> Load:
+        """A burst of ``seconds``; requests still in flight at its end are not counted."""
+        result = Load()
+        result.parse(run(self.wrk(seconds, connections), timeout=seconds + 30).stdout)
+        return result
+
+    def health_from(self, client: str, count: int) -> list[str]:
+        """/health/ through the front ``count`` times, from the source address ``client``."""
+        url = f"https://{self.site}:{HTTPS_PORT}/health/"
+        argv = self.network.exec(
+            "lb",
+            program("curl", "curl"),
+            "-sS",
+            "--fail",
+            "--cacert",
+            self.lb.root / ".sandbox/etc/ssl/sandbox-ca.pem",
+            "--resolve",
+            f"{self.site}:{HTTPS_PORT}:127.0.0.1",
+            "--interface",
+            client,
+            *[url] * count,
+        )
+        out = run(argv).stdout
+        return re.findall(r"^ok (\w+)$", out, re.M)
+
+    # ---- the code --------------------------------------------------------------------------------
+    def commit(self, message: str, branch: str = "main", **changes: str) -> str:
+        """Commit ``changes`` (path -> text, SLUG = the package) on ``branch`` (made from main)
+        in the developer's clone, and push it."""
+        work = Node("lb", self.network, self.work, self.lb.user)
+        work.git("fetch", "-q", "origin")
+        work.git("checkout", "-q", "-B", branch, "origin/main")
+        for name, text in changes.items():
+            path = self.work / name.replace("SLUG", self.slug)
+            path.write_text(text)
+            shutil.chown(path, self.lb.user, self.lb.user)
+        work.git("add", "-A")
+        work.git("commit", "-q", "--allow-empty", "-m", message)
+        work.git("push", "-q", "-f", "origin", branch)
+        return work.head()
+
+    def source(self, name: str) -> str:
+        """A file as main has it."""
+        work = Node("lb", self.network, self.work, self.lb.user)
+        work.git("fetch", "-q", "origin")
+        work.git("checkout", "-q", "-B", "main", "origin/main")
+        return (self.work / name.replace("SLUG", self.slug)).read_text()
+
+    def deploy(self, *args: str, ssh_config: Path | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
+        """`deploytool deploy ... --hosts` from the front's checkout, as the project user."""
+        config = ssh_config or self.ssh / "config"
+        started = time.monotonic()
+        proc = self.lb.deploytool(
+            "deploy", *args, "--ssh-config", str(config), "--health-timeout", HEALTH_TIMEOUT, check=False
+        )
+        return proc, time.monotonic() - started
+
+    def history(self, host: str) -> list[dict[str, Any]]:
+        path = self.web[host].root / "data/deploy.json"
+        return json.loads(path.read_text()).get("history", []) if path.exists() else []
+
+
+# ---- SSH: keys, sshd per host, known_hosts, the client's ssh_config -------------------------------
+SSHD_CONFIG = """# sshd of the test host {host}: its own address, keys and log; nothing else.
+ListenAddress {address}:22
+HostKey {key}
+PidFile none
+# The client key the test made, in a file under the temp folder: StrictModes would refuse
+# it there (its parent folders are not root's), and the file is the test's own.
+AuthorizedKeysFile {authorized}
+StrictModes no
+AllowUsers {user}
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+# PAM: the project user has a locked password (useradd), which only PAM lets keys past.
+UsePAM yes
+UseDNS no
+"""
+
+
+def make_ssh(fleet_base: Path, user: str) -> tuple[Path, dict[str, Path], Path]:
+    """Client key (the user's), host keys (root's), known_hosts and ssh_config (the user's)."""
+    keygen = program("ssh-keygen", "openssh-client")
+    ssh = fleet_base / "ssh"
+    ssh.mkdir()
+    run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "fleet test", "-f", ssh / "id_ed25519"])
+    host_keys = {}
+    for host in HOSTS:
+        folder = fleet_base / f"sshd-{host}"
+        folder.mkdir(mode=0o700)
+        run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", host, "-f", folder / "host_ed25519"])
+        host_keys[host] = folder / "host_ed25519"
+    # known_hosts from the keys themselves: no keyscan, no trust on first use.
+    lines = [
+        f"{HOSTS[host]} {' '.join(key.with_suffix('.pub').read_text().split()[:2])}" for host, key in host_keys.items()
+    ]
+    (ssh / "known_hosts").write_text("\n".join(lines) + "\n")
+    (ssh / "authorized_keys").write_text((ssh / "id_ed25519.pub").read_text())
+    (ssh / "config").write_text(
+        "Host *\n"
+        f"    IdentityFile {ssh / 'id_ed25519'}\n"
+        f"    UserKnownHostsFile {ssh / 'known_hosts'}\n"
+        "    GlobalKnownHostsFile /dev/null\n"
+    )
+    run(["chown", "-R", f"{user}:{user}", ssh])
+    return ssh, host_keys, ssh / "authorized_keys"
+
+
+@contextmanager
+def sshd(network: Network, host: str, key: Path, authorized: Path, user: str) -> Iterator[None]:
+    folder = key.parent
+    config = folder / "sshd_config"
+    config.write_text(SSHD_CONFIG.format(host=host, address=HOSTS[host], key=key, authorized=authorized, user=user))
+    binary = program("sshd", "openssh-server")
+    run([binary, "-t", "-f", config])  # the config is valid before it runs
+    log = open(folder / "sshd.log", "w")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(network.exec(host, binary, "-D", "-e", "-f", config), stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 10
+        while f"Server listening on {HOSTS[host]} port 22" not in (folder / "sshd.log").read_text():
+            assert server.poll() is None, f"sshd of {host} exited: {(folder / 'sshd.log').read_text()}"
+            assert time.monotonic() < deadline, f"sshd of {host} does not listen: {(folder / 'sshd.log').read_text()}"
+            time.sleep(0.1)
+        yield
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+# ---- the fleet ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fleet(project_user: str, project_venv: Path) -> Iterator[Fleet]:
+    for name, package in (("sshd", "openssh-server"), ("ip", "iproute2"), ("wrk", "wrk"), ("curl", "curl")):
+        program(name, package)
+    privsep = Path("/run/sshd")  # sshd's privilege separation folder (the package makes it at boot)
+    made_privsep = not privsep.exists()
+    privsep.mkdir(mode=0o755, exist_ok=True)
+    project = bake_for_user(
+        project_user, project_venv, project_name="Fleet", port_block_start=BLOCK, app_upstreams=UPSTREAMS
+    )
+    base = project.parent
+    network = Network()
+    lb = Node("lb", network, project, project_user)
+    stacks: list[Node] = []
+    try:
+        network.create()
+        # The front's checkout is the repo's first commit; origin is a bare copy; "work" is
+        # where the tests commit as a developer would.
+        as_user = ["runuser", "-u", project_user, "--"]
+        origin, work = base / "origin.git", base / "work"
+        run([*as_user, *GIT, "init", "-q", "-b", "main"], cwd=project)
+        run([*as_user, *GIT, "add", "-A"], cwd=project)
+        run([*as_user, *GIT, "commit", "-q", "-m", "Generated by dj-layout"], cwd=project)
+        run([*as_user, *GIT, "clone", "-q", "--bare", project, origin], cwd=base)
+        run([*as_user, *GIT, "remote", "add", "origin", origin], cwd=project)
+        run([*as_user, *GIT, "clone", "-q", origin, work], cwd=base)
+        first = {"web1": run([*as_user, "git", "-C", work, "rev-parse", "HEAD"]).stdout.strip()}
+        run([*as_user, *GIT, "-C", work, "commit", "-q", "--allow-empty", "-m", "web2 starts one commit later"])
+        run([*as_user, *GIT, "-C", work, "push", "-q", "origin", "main"])
+        first["web2"] = run([*as_user, "git", "-C", work, "rev-parse", "HEAD"]).stdout.strip()
+
+        web = {}
+        for host, address in HOSTS.items():
+            root = base / host / "fleet"  # the filesystem is shared: a folder per host
+            run([*as_user, "mkdir", "-p", root.parent])
+            run([*as_user, *GIT, "clone", "-q", origin, root], cwd=base)
+            run([*as_user, *GIT, "-C", root, "reset", "-q", "--hard", first[host]])
+            (root / "env3.11").symlink_to(project_venv)
+            run(["chown", "-h", f"{project_user}:{project_user}", root / "env3.11"])
+            node = Node(host, network, root, project_user)
+            node.deploytool("init", "--install-type", "dev", "--app-bind", address)
+            web[host] = node
+
+        ssh, host_keys, authorized = make_ssh(base, project_user)
+        inventory = "".join(
+            f"[{host}]\naddress = {address}\nroot = {base / host / 'fleet'}\n" for host, address in HOSTS.items()
+        )
+        (project / "etc/fleet.ini").write_text(inventory)
+        shutil.chown(project / "etc/fleet.ini", project_user, project_user)
+
+        with sshd(network, "web1", host_keys["web1"], authorized, project_user):
+            with sshd(network, "web2", host_keys["web2"], authorized, project_user):
+                started = time.monotonic()
+                ups = {node.name: node.popen_deploytool("up") for node in (lb, *web.values())}
+                stacks += [lb, *web.values()]
+                for name, proc in ups.items():
+                    out, _ = proc.communicate(timeout=300)
+                    assert proc.returncode == 0, f"up on {name} failed:\n{out}"
+                print(f"three stacks up in {time.monotonic() - started:.1f} s (in parallel)")
+                slug = json.loads((project / "etc/project.json").read_text())["project_slug"]
+                yield Fleet(network, lb, web, base, origin, work, ssh, lb.env["SITE"], slug, first)
+    finally:
+        for node in stacks:
+            with suppress(subprocess.TimeoutExpired):
+                node.deploytool("down", check=False)
+        killed = network.remove()
+        shutil.rmtree(base, ignore_errors=True)
+        if made_privsep:
+            privsep.rmdir()
+        assert killed == [], f"processes were left in the test's namespaces (killed): {killed}"
+
+
+# ---- the app servers bind their private address -------------------------------------------------
+def test_app_servers_listen_on_their_private_address_only(fleet: Fleet) -> None:
+    for host, address in HOSTS.items():
+        node = fleet.web[host]
+        assert node.env["APP_BIND"] == address
+        assert f"socket: {address}:{APP_PORT}" in (node.root / "etc/uwsgi.yaml").read_text()
+        app = [listen for listen in node.listening() if listen[1] == APP_PORT]
+        assert app == [(address, APP_PORT)], app  # not 127.0.0.1, not 0.0.0.0
+        # The stats server and the sandbox nginx stay on loopback.
+        assert ("127.0.0.1", BLOCK + 2) in node.listening() and ("127.0.0.1", HTTPS_PORT) in node.listening()
+    assert fleet.lb.env["APP_BIND"] == "127.0.0.1"  # the default
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("0.0.0.0", "app bind address 0.0.0.0 is every address"),
+        ("192.0.2.0/24", "is not an IP address"),
+        ("8.8.8.8", "app bind address 8.8.8.8 is public"),
+        ("10.213.0.99", "--app-bind 10.213.0.99: not an address of this host"),
+    ],
+)
+def test_init_refuses_a_bind_address_it_cannot_or_must_not_use(fleet: Fleet, address: str, message: str) -> None:
+    node = fleet.web["web1"]
+    before = (node.root / "etc/env.conf").read_text()
+    proc = node.deploytool("init", "--install-type", "dev", "--app-bind", address, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stdout + proc.stderr
+    assert (node.root / "etc/env.conf").read_text() == before
+
+
+# ---- nginx balances across the hosts -------------------------------------------------------------
+def test_round_robin_reaches_both_hosts(fleet: Fleet) -> None:
+    fleet.front("round_robin")
+    traffic = fleet.burst(2)
+    traffic.assert_nothing_failed()
+    web1, web2 = traffic.share(fleet.first["web1"]), traffic.share(fleet.first["web2"])
+    print(f"round robin: {traffic.requests} requests, web1 {web1:.0%}, web2 {web2:.0%}")
+    assert web1 + web2 == 1 and 0.35 < web1 < 0.65, traffic.revisions
+
+
+def test_weights_share_the_requests_accordingly(fleet: Fleet) -> None:
+    web1, web2 = HOSTS.values()
+    fleet.front("round_robin", f"{web1} weight=3, {web2}")
+    try:
+        traffic = fleet.burst(2)
+    finally:
+        fleet.front("round_robin")
+    traffic.assert_nothing_failed()
+    share = traffic.share(fleet.first["web1"])
+    print(f"weights 3:1: {traffic.requests} requests, web1 {share:.0%}")
+    assert 0.65 < share < 0.85, traffic.revisions
+
+
+def test_ip_hash_keeps_each_client_on_one_host(fleet: Fleet) -> None:
+    fleet.front("ip_hash")
+    # Clients in different /24s (ip_hash hashes an IPv4 address's first three bytes); every
+    # 127/8 address is this host's loopback, so curl can send from each.
+    seen: dict[str, set[str]] = {}
+    for n in range(1, 13):
+        client = f"127.0.{n}.1"
+        answers = fleet.health_from(client, 4)
+        assert len(answers) == 4, answers
+        seen[client] = set(answers)
+    print("ip_hash: " + ", ".join(f"{client} -> {sorted(revs)[0][:7]}" for client, revs in seen.items()))
+    assert all(len(revisions) == 1 for revisions in seen.values()), seen
+    assert set().union(*seen.values()) == {fleet.first["web1"][:12], fleet.first["web2"][:12]}, seen
+
+
+def test_least_conn_sends_requests_away_from_a_busy_host(fleet: Fleet) -> None:
+    """web1 is frozen (SIGSTOP) for 3 s: its requests hang, so least_conn counts them as
+    active and sends the rest to web2; round robin keeps sending web1 its half, which hang."""
+    results = {}
+    web1, web2 = fleet.first["web1"][:12], fleet.first["web2"][:12]
+    for balancing in ("least_conn", "round_robin"):
+        fleet.front(balancing)
+        pids = fleet.web["web1"].app_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            traffic = fleet.burst(3, connections=8)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        traffic.assert_nothing_failed(least=1)  # round robin: most connections hang on web1
+        results[balancing] = traffic
+        counts = f"web2 {traffic.revisions.get(web2, 0)}, web1 {traffic.revisions.get(web1, 0)}"
+        print(f"{balancing}, web1 frozen, 3 s of 8 connections: {traffic.requests} answered ({counts})")
+    least, robin = results["least_conn"], results["round_robin"]
+    assert least.revisions.get(web2, 0) > 5 * robin.revisions.get(web2, 0), (least.revisions, robin.revisions)
+    assert least.share(fleet.first["web2"]) > 0.9, least.revisions
+
+
+def test_a_stopped_app_server_costs_no_request(fleet: Fleet) -> None:
+    fleet.front("round_robin")
+    web2 = fleet.web["web2"]
+    error_log = fleet.lb.root / "logs/nginx.error.log"
+    logged = len(error_log.read_text().splitlines()) if error_log.exists() else 0
+    web2.run(web2.root / "bin/uwsgictl.sh", "stop")
+    try:
+        traffic = fleet.burst(3)
+    finally:
+        web2.run(web2.root / "bin/uwsgictl.sh", "start")
+    traffic.assert_nothing_failed()
+    print(f"web2's app server stopped: {traffic.requests} requests, 0 failed, all from web1: {traffic.revisions}")
+    assert traffic.revisions == {fleet.first["web1"][:12]: traffic.ok}
+    # nginx did try web2, and moved each of those requests on to web1.
+    refused = [line for line in error_log.read_text().splitlines()[logged:] if "Connection refused" in line]
+    assert refused and all(f"{HOSTS['web2']}:{APP_PORT}" in line for line in refused), refused[:3]
+    # Started again, web2 is back in the rotation once its fail_timeout (10 s) has passed.
+    deadline = time.monotonic() + 15
+    while (share := fleet.burst(1).share(fleet.first["web2"])) < 0.4:
+        assert time.monotonic() < deadline, f"web2 answers {share:.0%} of the requests 15 s after its restart"
+
+
+# ---- the rolling deploy over SSH -----------------------------------------------------------------
+def test_rolling_deploy_under_load_loses_nothing(fleet: Fleet) -> None:
+    fleet.front("round_robin")
+    readme = fleet.source("README.md")
+    revision = fleet.commit("Release two", **{"README.md": readme + "\nRelease two.\n"})
+    with fleet.load() as traffic:
+        proc, seconds = fleet.deploy(revision, "--hosts", "web1,web2")
+    out = proc.stdout + proc.stderr
+    print(out)
+    assert proc.returncode == 0, out
+    traffic.assert_nothing_failed()
+    print(f"rolling deploy to 2 hosts under load: {seconds:.1f} s, {traffic.requests} requests, 0 failed")
+    first = f"web1 was {fleet.first['web1'][:12]}, web2 {fleet.first['web2'][:12]}"
+    print(f"  answers by revision ({first}): {traffic.revisions}")
+    # One host after the other: web1's deploy finished before web2's began.
+    assert out.index("[web1] deploy: health") < out.index("fleet: web2")
+    summary = out[out.index("fleet: summary") :]
+    for host in HOSTS:
+        assert re.search(rf"^  {host}\s+live\s+{fleet.first[host][:12]} -> {revision[:12]}", summary, re.M), summary
+        assert fleet.web[host].head() == revision
+        assert fleet.history(host)[0]["result"] == "live"
+    assert set(traffic.revisions) <= {fleet.first["web1"][:12], fleet.first["web2"][:12], revision[:12]}
+    assert traffic.revisions.get(revision[:12], 0) > 0
+    assert set(fleet.burst(1).revisions) == {revision[:12]}  # every host runs it
+    log = (fleet.web["web1"].root / "logs/deploy.log").read_text()
+    assert f"{revision[:12]} is live" in log  # the host keeps its own record of the output
+
+
+def test_a_failing_host_stops_the_roll_out_and_the_site_keeps_serving(fleet: Fleet) -> None:
+    live = {host: node.head() for host, node in fleet.web.items()}
+    views = fleet.source("SLUG/views.py")
+    breakage = {"SLUG/views.py": "import no_such_module  # noqa\n" + views}
+    broken = fleet.commit("Breaks: views do not import", branch="broken", **breakage)
+    with fleet.load() as traffic:
+        proc, seconds = fleet.deploy(broken, "--hosts", "web1,web2")
+    out = proc.stdout + proc.stderr
+    print(out)
+    traffic.assert_nothing_failed()
+    print(f"failing roll-out under load: {seconds:.1f} s, {traffic.requests} requests, 0 failed, {traffic.revisions}")
+    assert proc.returncode == 1, out
+    summary = out[out.index("fleet: summary") :]
+    assert re.search(rf"^  web1\s+rolled back\s+still {live['web1'][:12]}.*step 'check' failed", summary, re.M), summary
+    assert re.search(rf"^  web2\s+not deployed\s+still {live['web2'][:12]}.*not touched", summary, re.M), summary
+    assert "[web2]" not in out  # nothing ran there
+    assert fleet.web["web1"].head() == live["web1"] and fleet.web["web2"].head() == live["web2"]
+    assert fleet.history("web1")[0]["result"] == "rolled back"
+    assert fleet.history("web2")[0]["revision"] != broken
+    assert set(fleet.burst(1).revisions) == {live["web1"][:12]}
+
+
+def test_an_unknown_or_changed_host_key_stops_everything_before_any_deploy(fleet: Fleet) -> None:
+    revision = fleet.web["web1"].head()
+    attempts = {host: len(fleet.history(host)) for host in HOSTS}
+    ssh = fleet.ssh
+    good = (ssh / "known_hosts").read_text().splitlines()
+    other_key = (ssh / "id_ed25519.pub").read_text().split()[:2]  # some other ed25519 key
+    cases = {
+        "changed": (f"{good[0]}\n{HOSTS['web2']} {' '.join(other_key)}\n", "is NOT the one in known_hosts"),
+        "unknown": (f"{good[0]}\n", f"web2: {HOSTS['web2']}:22's host key is not in known_hosts"),
+    }
+    for name, (known_hosts, message) in cases.items():
+        (ssh / f"known_hosts.{name}").write_text(known_hosts)
+        config = ssh / f"config.{name}"
+        config.write_text(
+            (ssh / "config").read_text().replace(str(ssh / "known_hosts"), str(ssh / f"known_hosts.{name}"))
+        )
+        for path in (config, ssh / f"known_hosts.{name}"):
+            shutil.chown(path, fleet.lb.user, fleet.lb.user)
+        proc, _ = fleet.deploy(revision, "--hosts", "web1,web2", ssh_config=config)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "nothing was deployed" in proc.stderr and message in proc.stderr, proc.stderr
+    assert {host: len(fleet.history(host)) for host in HOSTS} == attempts  # no deploy ran anywhere
+
+
+def test_a_host_missing_from_the_inventory_is_refused(fleet: Fleet) -> None:
+    proc, _ = fleet.deploy("HEAD", "--hosts", "web1,web3")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--hosts web3: not in" in proc.stderr and "(web1, web2)" in proc.stderr, proc.stderr
+
+
+def test_a_deploy_outlives_the_operators_lost_connection(fleet: Fleet) -> None:
+    """The operator's deploy is killed (a laptop closed) in the middle of web1's deploy: web1
+    finishes it all the same, web2 is left as it was."""
+    web2 = fleet.web["web2"].head()
+    readme = fleet.source("README.md")
+    revision = fleet.commit("Release three", **{"README.md": readme + "\nRelease three.\n"})
+    argv = fleet.network.exec("lb", "runuser", "-u", fleet.lb.user, "--", fleet.lb.root / "env3.11/bin/python")
+    argv += ["-m", "deploytool", "deploy", revision, "--hosts", "web1,web2", "--ssh-config", str(fleet.ssh / "config")]
+    operator = subprocess.Popen(
+        argv, cwd=fleet.lb.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    assert operator.stdout is not None
+    seen, deadline = "", time.monotonic() + 60
+    while "[web1] deploy: migrate" not in seen:
+        line = operator.stdout.readline()
+        assert line and time.monotonic() < deadline, f"web1's deploy did not get to migrate:\n{seen}"
+        seen += line
+    os.killpg(operator.pid, signal.SIGKILL)  # the whole session: ip, runuser, python and ssh
+    operator.communicate()
+    deadline = time.monotonic() + 90
+    while not fleet.history("web1") or fleet.history("web1")[0]["revision"] != revision:
+        assert time.monotonic() < deadline, "web1's deploy did not finish after the operator went away"
+        time.sleep(0.5)
+    assert fleet.history("web1")[0]["result"] == "live"
+    assert fleet.web["web1"].head() == revision and fleet.web["web2"].head() == web2
+    assert f"{revision[:12]} is live" in (fleet.web["web1"].root / "logs/deploy.log").read_text()
+
+
+# ---- ports --check ---------------------------------------------------------------------------------
+def test_ports_check_finds_overlapping_blocks_and_taken_ports(project_user: str, project_venv: Path) -> None:
+    home = Path(tempfile.mkdtemp(prefix="dj-layout-ports-"))
+    os.chmod(home, 0o755)
+    listener = socket.socket()
+    try:
+        installs = {}
+        for name, block in (("alpha", BLOCK), ("beta", SECOND_BLOCK)):
+            baked = bake_for_user(project_user, project_venv, project_name=name.title(), port_block_start=block)
+            root = home / project_user / f"{name}.example" / "dev"  # seed 000: /home/<user>/<domain>/<type>
+            root.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(baked, root)
+            shutil.rmtree(baked.parent)
+            run(["chown", "-R", f"{project_user}:{project_user}", home / project_user])
+            # env.conf follows the checkout to its new place
+            run(
+                ["runuser", "-u", project_user, "--", root / "env3.11/bin/python", "-m", "deploytool", "render"],
+                cwd=root,
+            )
+            installs[name] = root
+        alpha, beta = installs["alpha"], installs["beta"]
+
+        def check(as_root: bool = False) -> subprocess.CompletedProcess[str]:
+            command = [alpha / "env3.11/bin/python", "-m", "deploytool", "ports", "--check", "--home-base", home]
+            prefix = [] if as_root else ["runuser", "-u", project_user, "--"]
+            return subprocess.run([*prefix, *map(str, command)], cwd=alpha, capture_output=True, text=True)
+
+        clean = check()
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert f"beta.example dev ({beta}): block {SECOND_BLOCK}-{SECOND_BLOCK + 49}" in clean.stdout, clean.stdout
+        assert "ok    no blocks or installs overlap (2 install(s), 2 project(s))" in clean.stdout
+        assert f"ok    no other program holds a port of {BLOCK}-{BLOCK + 49}" in clean.stdout
+
+        # beta's answer moved into alpha's block.
+        answers = json.loads((beta / "etc/project.json").read_text())
+        (beta / "etc/project.json").write_text(json.dumps({**answers, "port_block_start": BLOCK + 20}))
+        overlapping = check()
+        assert overlapping.returncode == 1, overlapping.stdout
+        want = (
+            f"FAIL  blocks overlap: alpha.example {BLOCK}-{BLOCK + 49} and beta.example {BLOCK + 20}-{BLOCK + 69} share"
+        )
+        assert want in overlapping.stdout, overlapping.stdout
+        (beta / "etc/project.json").write_text(json.dumps(answers))
+
+        # Another program (this test, as root) listens on alpha's PostgreSQL port.
+        listener.bind(("127.0.0.1", BLOCK + 5))
+        listener.listen()
+        taken = check()
+        assert taken.returncode == 1, taken.stdout
+        assert (
+            f"FAIL  port {BLOCK + 5} (postgresql) on 127.0.0.1 is held by another program: a program of user root"
+            in taken.stdout
+        ), taken.stdout
+        named = check(as_root=True)  # root may see which program it is
+        assert named.returncode == 1 and f"(pid {os.getpid()}, user root)" in named.stdout, named.stdout
+        listener.close()
+
+        # A home this user cannot read is named, not silently skipped.
+        (home / "someone").mkdir(mode=0o700)
+        hidden = check()
+        assert hidden.returncode == 0, hidden.stdout
+        assert f"unreadable: {home / 'someone'} (permission denied); run as root to check it" in hidden.stdout
+        print("ports --check:\n" + overlapping.stdout + taken.stdout)
+    finally:
+        listener.close()
+        shutil.rmtree(home)

@@ -1,0 +1,403 @@
+"""`deploytool deploy [REV] --hosts web1,web2`: a rolling deploy to several servers over SSH
+with Fabric 3 (seed 002), one host at a time, so the others keep serving behind nginx.
+
+On each host, in its install root and as the project user, it runs that host's own
+`python -m deploytool deploy REV` (fetch, migrate, graceful reload, health check, rollback on
+failure): the same deploy as by hand, nothing re-implemented here. The roll-out stops at the
+first host whose deploy fails; that host has rolled itself back, the hosts after it were not
+touched (old revision), the hosts before it run the new one. Every host ends on the same
+commit: the first host resolves REV, the others are given the commit it resolved.
+
+Hosts are named on the command line; their details come from the inventory etc/fleet.ini
+(tracked: the servers of the project are shared knowledge, reviewed with app_upstreams):
+
+    [web1]                      ; a name for --hosts, and the SSH host unless `address` is set
+    address = 10.0.0.11         ; what SSH connects to (~/.ssh/config Host entries apply)
+    port = 22                   ; default: ssh_config's, else 22
+    user = baz                  ; default: the project user (deploy refuses root)
+    root = /home/baz/baz.example/pro   ; default: /home/<user>/<domain>/<install type>
+
+Without an inventory, the names are SSH host names. SSH is strict: a host key must already
+be in known_hosts (ssh_config's UserKnownHostsFile, default ~/.ssh/known_hosts, and
+/etc/ssh/ssh_known_hosts); an unknown or changed key stops everything before any deploy.
+The remote deploy's output is streamed here and appended to logs/deploy.log on the host; a
+lost SSH connection does not interrupt a deploy half-way (it finishes or rolls back there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any
+
+from .errors import DeployError
+from .layout import Install
+
+if TYPE_CHECKING:
+    from fabric import Connection
+
+INVENTORY = Path("etc/fleet.ini")
+KEYS = {"address", "port", "user", "root"}
+NAME = re.compile(r"[A-Za-z0-9_.@\[\]:-]+")
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts ~/.ssh/known_hosts2"
+GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2"
+CONNECT_TIMEOUT = 10  # seconds to reach a host's sshd
+LOG = "logs/deploy.log"  # on each host, in its install root
+
+# Exit statuses: every host live; stopped at a failing host; nothing deployed; a host's
+# rollback failed (the host's own deploy statuses are 0 live, 1 rolled back, 2 nothing
+# changed, 3 rollback failed).
+ALL_LIVE, STOPPED, NOTHING_DEPLOYED, ROLLBACK_FAILED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Host:
+    """One server of the fleet and where its install is."""
+
+    name: str
+    address: str
+    user: str
+    port: int | None
+    root: PurePosixPath
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.address}{f':{self.port}' if self.port else ''}:{self.root}"
+
+
+@dataclass
+class Outcome:
+    """What happened on one host."""
+
+    host: Host
+    result: str = "not deployed"
+    before: str = ""
+    after: str = ""
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Prefixed:
+    """A text stream that writes each line of what it is given with the host's name in front,
+    and keeps the last lines (the remote deploy's verdict) for the summary."""
+
+    out: IO[str]
+    prefix: str
+    partial: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    def write(self, text: str) -> int:
+        self.partial += text
+        *done, self.partial = self.partial.split("\n")
+        for line in done:
+            self.out.write(f"{self.prefix}{line}\n")
+            self.lines = [*self.lines[-19:], line]
+        self.out.flush()
+        return len(text)
+
+    def flush(self) -> None:  # invoke flushes after every chunk: a line may still be partial
+        self.out.flush()
+
+    def finish(self) -> None:
+        if self.partial:
+            self.write("\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `deploy` gets for a rolling deploy (parsed by __main__)."""
+    parser.add_argument(
+        "--hosts",
+        metavar="NAME,...",
+        help="deploy to these servers over SSH, one at a time: names from etc/fleet.ini, or 'all'",
+    )
+    parser.add_argument(
+        "--ssh-config",
+        type=Path,
+        metavar="FILE",
+        help="ssh_config for --hosts (default: ~/.ssh/config and /etc/ssh/ssh_config)",
+    )
+
+
+def main(install: Install, args: argparse.Namespace) -> int:
+    hosts = select(install, args.hosts)
+    return roll_out(install, hosts, args.revision, args.health_timeout, args.ssh_config)
+
+
+# ---- the inventory -----------------------------------------------------------------------------
+def default_root(install: Install, user: str) -> PurePosixPath:
+    """Seed 000: /home/<user>/<domain>/<type>, the same install type as this checkout."""
+    return PurePosixPath("/home", user, install.project.domain, install.install_type)
+
+
+def inventory(install: Install) -> dict[str, Host]:
+    """etc/fleet.ini's hosts, in file order ({} when there is no inventory)."""
+    path = install.root / INVENTORY
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    try:
+        with open(path) as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        return {}
+    except configparser.Error as error:
+        raise DeployError(f"{path} is not a valid INI file ({error.message.splitlines()[0]}): fix it") from None
+    hosts = {}
+    for name in parser.sections():
+        section = parser[name]
+        unknown = set(section) - KEYS
+        if unknown:
+            raise DeployError(
+                f"{path} [{name}]: unknown key {', '.join(sorted(unknown))}: use {', '.join(sorted(KEYS))} "
+                "(SSH keys, jump hosts and the like go in ~/.ssh/config)"
+            )
+        port = section.get("port")
+        if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+            raise DeployError(f"{path} [{name}]: port = {port!r} is not a port number (1-65535)")
+        user = section.get("user", install.project.user)
+        root = PurePosixPath(section.get("root", str(default_root(install, user))))
+        if not root.is_absolute():
+            raise DeployError(f"{path} [{name}]: root = {root} must be an absolute path on the host")
+        hosts[name] = Host(name, section.get("address", name), user, int(port) if port else None, root)
+    return hosts
+
+
+def select(install: Install, names: str) -> list[Host]:
+    """The hosts --hosts names, in that order: inventory entries, or plain SSH host names."""
+    known = inventory(install)
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    if wanted == ["all"]:
+        if not known:
+            raise DeployError(f"--hosts all: {install.root / INVENTORY} lists no host: add a [NAME] section per server")
+        return list(known.values())
+    if not wanted:
+        raise DeployError(f"--hosts {names!r} names no host: give NAME,NAME,... or all")
+    repeated = sorted({name for name in wanted if wanted.count(name) > 1})
+    if repeated:
+        raise DeployError(f"--hosts names {', '.join(repeated)} twice: name each host once")
+    hosts = []
+    for name in wanted:
+        if known and name not in known:
+            raise DeployError(
+                f"--hosts {name}: not in {install.root / INVENTORY} ({', '.join(known)}): "
+                "fix the name, or add a section for that server"
+            )
+        if not NAME.fullmatch(name):
+            raise DeployError(f"--hosts {name!r} is not a host name or address")
+        user = install.project.user
+        hosts.append(known.get(name) or Host(name, name, user, None, default_root(install, user)))
+    return hosts
+
+
+# ---- SSH --------------------------------------------------------------------------------------
+def fabric_config(ssh_config: Path | None) -> Any:
+    try:
+        from fabric import Config
+    except ImportError:
+        raise DeployError(
+            f"Fabric is not installed for {sys.executable}: --hosts deploys over SSH with Fabric 3 "
+            "(and paramiko): pip install -r requirements-dev.txt"
+        ) from None
+    if ssh_config is None:
+        return Config()
+    if not ssh_config.is_file():
+        raise DeployError(f"--ssh-config {ssh_config}: no such file")
+    return Config(runtime_ssh_path=str(ssh_config))
+
+
+def known_hosts_files(connection: Connection) -> list[str]:
+    """ssh's known_hosts files for this host (UserKnownHostsFile, GlobalKnownHostsFile)."""
+    config = connection.ssh_config
+    names = f"{config.get('userknownhostsfile', DEFAULT_KNOWN_HOSTS)} "
+    names += config.get("globalknownhostsfile", GLOBAL_KNOWN_HOSTS)
+    return [os.path.expanduser(name) for name in names.split()]
+
+
+def connect(host: Host, config: Any) -> Connection:
+    """An open SSH connection whose host key was checked against known_hosts."""
+    import paramiko
+    from fabric import Connection
+
+    connection = Connection(
+        host.address, user=host.user, port=host.port, config=config, connect_timeout=CONNECT_TIMEOUT
+    )
+    files = known_hosts_files(connection)
+    for path in files:
+        if os.path.isfile(path):
+            connection.client.load_system_host_keys(path)
+    # Fabric accepts any host key by default (AutoAddPolicy): a deploy refuses unknown ones.
+    connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    target = f"{connection.host}:{connection.port}"
+    try:
+        connection.open()
+    except paramiko.BadHostKeyException as error:
+        raise DeployError(
+            f"{host.name}: the host key of {target} is NOT the one in known_hosts (got "
+            f"{error.key.get_name()} {error.key.fingerprint}): the server was reinstalled, or this is not it. "
+            "Check with its administrator before removing the old key (ssh-keygen -R)"
+        ) from None
+    except paramiko.SSHException as error:
+        if "not found in known_hosts" in str(error):
+            raise DeployError(
+                f"{host.name}: {target}'s host key is not in known_hosts ({', '.join(files)}): compare its "
+                "fingerprint with the server's (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub there), then "
+                f"add it: ssh-keyscan -p {connection.port} {connection.host} >> ~/.ssh/known_hosts"
+            ) from None
+        raise DeployError(f"{host.name}: SSH to {host.user}@{target} failed: {error}") from None
+    except OSError as error:
+        raise DeployError(f"{host.name}: cannot reach {target} over SSH: {error}") from None
+    transport = connection.client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(15)  # notice a dead connection during a long deploy
+    return connection
+
+
+def remote_head(connection: Connection, host: Host) -> str:
+    """The commit the host's install has checked out ('' when unknown)."""
+    result = connection.run(
+        f"git -C {shlex.quote(str(host.root))} rev-parse HEAD", hide=True, warn=True, in_stream=False
+    )
+    return result.stdout.strip() if result.ok else ""
+
+
+def preflight(install: Install, hosts: list[Host], config: Any) -> dict[str, Connection]:
+    """Reach every host and find its install before deploying anywhere: a host that is down
+    or unknown stops the roll-out before it starts, not half-way."""
+    connections: dict[str, Connection] = {}
+    problems = []
+    python = f"{install.venv_name}/bin/python"
+    for host in hosts:
+        try:
+            connection = connect(host, config)
+        except DeployError as error:
+            problems.append(str(error))
+            continue
+        connections[host.name] = connection
+        root = shlex.quote(str(host.root))
+        probe = f"cd {root} && test -x {python} && git rev-parse --verify --quiet HEAD >/dev/null"
+        if not connection.run(probe, hide=True, warn=True, in_stream=False).ok:
+            problems.append(
+                f"{host.name}: no install at {host.where} ({host.root}/{python} and a git checkout): clone and "
+                "install it there first (python3 -m deploytool init, install), or fix root in etc/fleet.ini"
+            )
+    if problems:
+        for connection in connections.values():
+            connection.close()
+        raise DeployError("nothing was deployed: " + "; ".join(problems))
+    return connections
+
+
+# ---- the roll-out -----------------------------------------------------------------------------
+def deploy_command(install: Install, host: Host, revision: str | None, health_timeout: float) -> str:
+    """The host's own deploy, in its install root. Through `tee -p`, which ignores a closed
+    SSH channel: the deploy never dies of a broken pipe half-way; the log keeps its output."""
+    deploy = [f"{install.venv_name}/bin/python", "-m", "deploytool", "deploy"]
+    deploy += [revision] if revision else []
+    deploy += ["--health-timeout", f"{health_timeout:g}"]
+    script = (
+        f"cd {shlex.quote(str(host.root))} || exit 2; "
+        f"{shlex.join(deploy)} 2>&1 | tee -p -a {LOG}; exit ${{PIPESTATUS[0]}}"
+    )
+    return f"bash -c {shlex.quote(script)}"
+
+
+def deploy_host(
+    install: Install, connection: Connection, outcome: Outcome, revision: str | None, timeout: float
+) -> int:
+    host = outcome.host
+    outcome.before = remote_head(connection, host)
+    started = time.monotonic()
+    out, err = Prefixed(sys.stdout, f"[{host.name}] "), Prefixed(sys.stderr, f"[{host.name}] ")
+    try:
+        result = connection.run(
+            deploy_command(install, host, revision, timeout),
+            warn=True,
+            hide=False,
+            out_stream=out,
+            err_stream=err,
+            in_stream=False,
+        )
+        status = result.exited
+    except KeyboardInterrupt:
+        outcome.result, outcome.detail = "interrupted", f"the deploy goes on there: see {host.root}/{LOG}"
+        raise
+    except Exception as error:  # paramiko/socket errors: the connection is gone
+        status = -1
+        outcome.detail = f"SSH connection lost ({type(error).__name__}: {error}); see {host.root}/{LOG} there"
+    finally:
+        out.finish()
+        err.finish()
+        outcome.seconds = time.monotonic() - started
+    try:
+        outcome.after = remote_head(connection, host)
+    except Exception:  # the connection is gone: the summary says so
+        outcome.after = ""
+    outcome.result = {0: "live", 1: "rolled back", 2: "not changed", 3: "ROLLBACK FAILED"}.get(status, "failed")
+    if status != 0 and not outcome.detail:
+        verdict = [line for line in out.lines if line.startswith("deploytool deploy:")]
+        outcome.detail = (verdict or out.lines or [f"exit status {status}"])[-1].removeprefix("deploytool deploy: ")
+    return status
+
+
+def roll_out(
+    install: Install, hosts: list[Host], revision: str | None, health_timeout: float, ssh_config: Path | None
+) -> int:
+    config = fabric_config(ssh_config)
+    names = ", ".join(host.name for host in hosts)
+    print(f"fleet: {len(hosts)} host(s): {names}; checking SSH and installs before deploying anywhere", flush=True)
+    connections = preflight(install, hosts, config)
+    outcomes = [Outcome(host, before=remote_head(connections[host.name], host)) for host in hosts]
+    status = ALL_LIVE
+    try:
+        for index, outcome in enumerate(outcomes):
+            host = outcome.host
+            print(f"fleet: {host.name} ({host.where}): deploying {revision or 'its tracked branch'}", flush=True)
+            code = deploy_host(install, connections[host.name], outcome, revision, health_timeout)
+            if code != 0:
+                status = ROLLBACK_FAILED if code == 3 else STOPPED
+                break
+            if index == 0 and outcome.after:
+                revision = outcome.after  # the others get exactly the commit the first one runs
+    except KeyboardInterrupt:
+        status = STOPPED
+    finally:
+        for connection in connections.values():
+            connection.close()
+    for outcome in outcomes:
+        if outcome.result == "not deployed":
+            outcome.detail = "roll-out stopped before this host: not touched"
+    print("\n".join(summary(outcomes, revision)), flush=True)
+    return status
+
+
+def _short(revision: str) -> str:
+    return revision[:12] if revision else "?"
+
+
+def summary(outcomes: list[Outcome], revision: str | None) -> list[str]:
+    """One line per host: what it runs now, what it ran before, and why it stopped."""
+    width = max(len(outcome.host.name) for outcome in outcomes)
+    lines = [f"fleet: summary ({_short(revision or '')}):"]
+    for outcome in outcomes:
+        now = outcome.after or outcome.before
+        change = f"{_short(outcome.before)} -> {_short(now)}" if outcome.before != now else f"still {_short(now)}"
+        line = f"  {outcome.host.name:<{width}}  {outcome.result:<15} {change}"
+        if outcome.seconds:
+            line += f"  {outcome.seconds:.1f} s"
+        if outcome.detail:
+            line += f"  ({outcome.detail})"
+        lines.append(line)
+    live = [outcome for outcome in outcomes if outcome.result == "live"]
+    if live and len(live) < len(outcomes):
+        lines.append(
+            "fleet: the fleet runs two revisions now. Fix the failure and run the same command again, or put "
+            "the hosts above back: "
+            + "; ".join(f"deploy {_short(o.before)} --hosts {o.host.name}" for o in live if o.before != o.after)
+        )
+    return lines
