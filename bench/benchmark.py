@@ -794,6 +794,8 @@ def benchmark(args: argparse.Namespace) -> Results:
             process_manager="supervisor",
         )
         results.timings.append(Timing("bake, post-gen init included (gunicorn, supervisor)", baked_gunicorn.seconds))
+        for baked in (baked_uwsgi, baked_gunicorn):  # removed even if `up` never ran
+            stacks.callback(shutil.rmtree, baked.project.parent, True)
         uwsgi = bring_up("uWSGI", baked_uwsgi, results.timings, stacks)
         gunicorn = bring_up("gunicorn", baked_gunicorn, results.timings, stacks)
         checkouts = {name: git_checkout(stack) for name, stack in (("uWSGI", uwsgi), ("gunicorn", gunicorn))}

@@ -118,12 +118,16 @@ def bake(user: str, venv: Path, **answers: Any) -> Baked:
     base = Path(tempfile.mkdtemp(prefix="dj-layout-bench-"))
     cookiecutter = shutil.which("cookiecutter", path=str(Path(sys.executable).parent)) or "cookiecutter"
     context = [f"{key}={value}" for key, value in {"user": user, **answers}.items()]
-    started = time.monotonic()
-    run([cookiecutter, "--no-input", "--output-dir", base, TEMPLATE, *context])
-    seconds = time.monotonic() - started
-    (project,) = [path for path in base.iterdir() if path.is_dir()]
-    (project / VENV_NAME).symlink_to(venv)
-    run(["chown", "-R", "-h", f"{user}:{user}", base])
+    try:
+        started = time.monotonic()
+        run([cookiecutter, "--no-input", "--output-dir", base, TEMPLATE, *context])
+        seconds = time.monotonic() - started
+        (project,) = [path for path in base.iterdir() if path.is_dir()]
+        (project / VENV_NAME).symlink_to(venv)
+        run(["chown", "-R", "-h", f"{user}:{user}", base])
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
     return Baked(project, user, seconds)
 
 

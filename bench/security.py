@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -278,6 +279,7 @@ def bad_command_lines(stack: Stack) -> Row:
 def installs(user: str, venv: Path, stacks: ExitStack) -> Iterator[tuple[str, Stack]]:
     for name, answers in INSTALLS.items():
         baked = bake(user, venv, port_block_start=BLOCK, **answers)
+        stacks.callback(shutil.rmtree, baked.project.parent, True)  # even if `up` never ran
         stack, _seconds = stacks.enter_context(stack_up(baked))
         commit(stack)
         yield name, stack
