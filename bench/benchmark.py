@@ -4,15 +4,16 @@ app servers and a bare nginx, in one run, on loopback only.
     sudo .venv/bin/python bench/benchmark.py [--duration 10] [--connections 16] [--rounds 3]
 
 As root, like the tests (it creates their project user `djltest` if needed and runs every
-server as that user). It bakes two projects (uWSGI + systemd semantics and gunicorn +
-supervisor, both `pro` installs: production settings), brings their stacks up with
-`deploytool up`, starts the other configurations next to them, then measures every target
-with wrk (same threads, connections and duration for all; the rounds interleave the
-targets, in reverse order every other round, and the table gives the median round):
+server as that user). It bakes two projects (uWSGI with systemd's semantics, gunicorn under
+supervisor; both `pro` installs, production settings, without basic auth on /admin/), brings
+their stacks up with `deploytool up`, starts the other configurations next to them, then
+measures every target with wrk (same threads, connections and duration for all; rounds
+interleave the targets, every other round in reverse order; the table gives the median):
 
-- the dynamic page is /health/, the same read-only Django view everywhere (every
-  middleware, one database query): the home page writes a row per visit, so it measures
-  SQLite's fsync more than the stack; it is measured too, through the generated stacks;
+- two dynamic pages, the same read-only Django views everywhere: /health/ (one query, a
+  line of text: the lightest page, where the proxy's share is largest) and Django admin's
+  login form (templates, no query). The home page writes a row per visit: it measures
+  SQLite more than the stack, and is measured through the generated stacks only;
 - the generated stack: nginx over HTTPS (the sandbox's certificate) to the app server;
 - the seeds' own configurations behind a plain nginx (seed 001's nginx.conf): uWSGI with
   processes=10, threads=2 and Debian's stock uwsgi_params (seeds 002, 004), and
@@ -75,10 +76,16 @@ from common import (  # noqa: E402
     wait_bindable,
 )
 
-DYNAMIC = "/health/"  # the same read-only Django view in every configuration
+# The dynamic pages, the same Django views in every configuration, read-only: path -> what
+# a correct answer holds. /health/ is the lightest (one query, a line of text: the proxy's
+# share is the largest there); Django admin's login form is a page of templates and no query
+# (the stacks are baked without nginx's basic auth in front of /admin/, which would add a
+# password hash per request that no other configuration pays).
+PAGES = {"health": ("/health/", b"ok"), "admin login": ("/admin/login/", b"csrfmiddlewaretoken")}
 HOME = "/"  # writes a row per visit (SQLite): measured through the generated stacks only
 BLOCKS = {"uwsgi": 64500, "gunicorn": 64550}  # the two projects' blocks: pro installs at +20
-INSTALL_TYPE = "pro"
+# Production settings; no basic auth in front of /admin/ (see PAGES).
+ANSWERS = {"install_type": "pro", "admin_basic_auth": "false"}
 PORTS = {  # the other configurations, 65000-65009
     "seed_uwsgi": 65000,  # seed 002's uWSGI socket
     "seed_uwsgi_nginx": 65001,  # seed 004's site over it, HTTPS
@@ -596,103 +603,93 @@ def bring_up(name: str, baked: Baked, timings: list[Timing], stacks: ExitStack) 
 
 
 def targets_for(uwsgi: Stack, gunicorn: Stack) -> list[Target]:
+    """Each configuration with each dynamic page, then the static file, then the home page."""
     forwarded = ["X-Forwarded-Proto: https"]  # what nginx tells the app on a direct hit
     site = uwsgi.site
-
-    def via(stack: Stack, path: str) -> str:
-        return f"https://127.0.0.1:{stack.https}{path}"
-
-    css = hashed_css(uwsgi)
-    return [
-        Target(
-            "gen_uwsgi",
-            "generated: nginx HTTPS -> uWSGI",
-            "generated",
-            via(uwsgi, DYNAMIC),
-            f"{site}:{uwsgi.https}",
-            b"ok",
-        ),
-        Target(
+    via_u, via_g = f"{site}:{uwsgi.https}", f"{site}:{gunicorn.https}"
+    # key, label, kind, scheme://127.0.0.1:port, Host, headers
+    configs = [
+        ("gen_uwsgi", "generated: nginx HTTPS -> uWSGI", "generated", f"https://127.0.0.1:{uwsgi.https}", via_u, []),
+        (
             "bare_uwsgi",
-            "bare uWSGI, generated config (HTTP)",
+            "bare uWSGI, generated config",
             "ceiling",
-            f"http://127.0.0.1:{PORTS['bare_uwsgi']}{DYNAMIC}",
+            f"http://127.0.0.1:{PORTS['bare_uwsgi']}",
             site,
-            b"ok",
             forwarded,
         ),
-        Target(
+        (
             "seed_uwsgi",
-            "seeds 002/004: nginx -> uWSGI 10x2",
+            "seeds 002+004: nginx -> uWSGI 10x2",
             "seed",
-            f"https://127.0.0.1:{PORTS['seed_uwsgi_nginx']}{DYNAMIC}",
+            f"https://127.0.0.1:{PORTS['seed_uwsgi_nginx']}",
             site,
-            b"ok",
+            [],
         ),
-        Target(
+        (
             "gen_gunicorn",
             "generated: nginx HTTPS -> gunicorn",
             "generated",
-            via(gunicorn, DYNAMIC),
-            f"{gunicorn.site}:{gunicorn.https}",
-            b"ok",
+            f"https://127.0.0.1:{gunicorn.https}",
+            via_g,
+            [],
         ),
-        Target(
+        (
             "bare_gunicorn",
-            "bare gunicorn, generated config (HTTP)",
+            "bare gunicorn, generated config",
             "ceiling",
-            f"http://127.0.0.1:{PORTS['bare_gunicorn']}{DYNAMIC}",
+            f"http://127.0.0.1:{PORTS['bare_gunicorn']}",
             site,
-            b"ok",
             forwarded,
         ),
-        Target(
+        (
             "seed_gunicorn",
-            "seeds 001/003: nginx -> gunicorn -w 3",
+            "seeds 001+003: nginx -> gunicorn -w 3",
             "seed",
-            f"https://127.0.0.1:{PORTS['seed_gunicorn_nginx']}{DYNAMIC}",
+            f"https://127.0.0.1:{PORTS['seed_gunicorn_nginx']}",
             site,
-            b"ok",
+            [],
         ),
+        ("runserver", "manage.py runserver", "dev server", f"http://127.0.0.1:{PORTS['runserver']}", site, forwarded),
+    ]
+    targets = [
+        Target(f"{key}:{page}", f"{label} | {page}", kind, base + path, host, expect, headers)
+        for page, (path, expect) in PAGES.items()
+        for key, label, kind, base, host, headers in configs
+    ]
+    css = hashed_css(uwsgi)
+    return [
+        *targets,
         Target(
-            "runserver",
-            "manage.py runserver (HTTP)",
-            "dev server",
-            f"http://127.0.0.1:{PORTS['runserver']}{DYNAMIC}",
-            site,
-            b"ok",
-            forwarded,
-        ),
-        Target(
-            "static_gen",
-            "static: generated nginx HTTPS",
+            "gen_nginx:static",
+            "generated nginx HTTPS | static",
             "generated",
-            via(uwsgi, css),
-            f"{site}:{uwsgi.https}",
+            f"https://127.0.0.1:{uwsgi.https}{css}",
+            via_u,
             b"font",
         ),
         Target(
-            "static_bare",
-            "static: minimal nginx HTTPS",
+            "bare_nginx:static",
+            "minimal nginx HTTPS | static",
             "ceiling",
             f"https://127.0.0.1:{PORTS['bare_nginx']}{css}",
             site,
             b"font",
         ),
         Target(
-            "home_uwsgi",
-            "home page (1 write): generated uWSGI",
+            "gen_uwsgi:home",
+            "generated: nginx HTTPS -> uWSGI | home",
             "generated",
-            via(uwsgi, HOME),
-            f"{site}:{uwsgi.https}",
+            f"https://127.0.0.1:{uwsgi.https}{HOME}",
+            via_u,
             b"Visits",
         ),
         Target(
-            "home_gunicorn",
-            "home page (1 write): generated gunicorn",
+            "gen_gunicorn:home",
+            "generated: nginx HTTPS -> gunicorn | home",
             "generated",
-            via(gunicorn, HOME),
-            f"{gunicorn.site}:{gunicorn.https}",
+            f"https://127.0.0.1:{gunicorn.https}{HOME}",
+            via_g,
             b"Visits",
         ),
     ]
@@ -750,7 +747,7 @@ def start_others(
         folder / "seed-nginx-gunicorn",
         seed_site_gunicorn(gunicorn, PORTS["seed_gunicorn"]),
     )
-    started["static_bare"] = start_nginx(
+    started["bare_nginx"] = start_nginx(
         servers,
         "bare-nginx",
         folder / "bare-nginx",
@@ -783,13 +780,13 @@ def benchmark(args: argparse.Namespace) -> Results:
     )
     with ExitStack() as stacks:
         print("baking, bringing the stacks up ...", flush=True)
-        baked_uwsgi = bake(user, venv, port_block_start=BLOCKS["uwsgi"], install_type=INSTALL_TYPE, app_server="uwsgi")
+        baked_uwsgi = bake(user, venv, **ANSWERS, port_block_start=BLOCKS["uwsgi"], app_server="uwsgi")
         results.timings.append(Timing("bake, post-gen init included (uWSGI, systemd)", baked_uwsgi.seconds))
         baked_gunicorn = bake(
             user,
             venv,
+            **ANSWERS,
             port_block_start=BLOCKS["gunicorn"],
-            install_type=INSTALL_TYPE,
             app_server="gunicorn",
             process_manager="supervisor",
         )
@@ -815,7 +812,7 @@ def benchmark(args: argparse.Namespace) -> Results:
         started = start_others(servers, uwsgi, gunicorn, folder)
         results.targets = targets_for(uwsgi, gunicorn)
         for target in results.targets:
-            proc, log = started.get(target.key, (None, None))
+            proc, log = started.get(target.key.split(":")[0], (None, None))
             wait_answers(target, proc, log)
             load.measure(target, 2)  # warm-up: workers loaded, caches filled
 
@@ -832,7 +829,7 @@ def benchmark(args: argparse.Namespace) -> Results:
         servers.stop_all()  # the other configurations are idle from here on: no noise
 
         for name, stack in (("uWSGI", uwsgi), ("gunicorn", gunicorn)):
-            target = results.target("gen_uwsgi" if name == "uWSGI" else "gen_gunicorn")
+            target = results.target("gen_uwsgi:health" if name == "uWSGI" else "gen_gunicorn:health")
             work = checkouts[name][1]
             for action, run_action in actions(stack, work):
                 print(f"{name}: {action} under load ...", flush=True)
@@ -863,16 +860,22 @@ class Goal:
 
 def goals(results: Results) -> list[Goal]:
     t = results.target
-    best_seed = max((t("seed_uwsgi"), t("seed_gunicorn")), key=lambda target: target.rps)
     found = []
-    for gen, bare in (("gen_uwsgi", "bare_uwsgi"), ("gen_gunicorn", "bare_gunicorn")):
-        ratio = t(gen).rps / t(bare).rps
-        found.append(Goal(f"{t(gen).label} / {t(bare).label}", f"{ratio:.2f}x", ">= 0.90x", ratio >= 0.9))
-    for gen in ("gen_uwsgi", "gen_gunicorn"):
-        ratio = t(gen).rps / best_seed.rps
-        found.append(Goal(f"{t(gen).label} / best seed ({best_seed.label})", f"{ratio:.2f}x", ">= 1.00x", ratio >= 1.0))
-    ratio = t("static_gen").rps / t("static_bare").rps
-    found.append(Goal(f"{t('static_gen').label} / {t('static_bare').label}", f"{ratio:.2f}x", ">= 0.90x", ratio >= 0.9))
+    for page in PAGES:
+        seeds = (t(f"seed_uwsgi:{page}"), t(f"seed_gunicorn:{page}"))
+        best_seed = max(seeds, key=lambda target: target.rps)
+        for server in ("uwsgi", "gunicorn"):
+            gen, bare = t(f"gen_{server}:{page}"), t(f"bare_{server}:{page}")
+            ratio = gen.rps / bare.rps
+            found.append(Goal(f"{gen.label} / {bare.label.split(' | ')[0]}", f"{ratio:.2f}x", ">= 0.90x", ratio >= 0.9))
+        for server in ("uwsgi", "gunicorn"):
+            gen = t(f"gen_{server}:{page}")
+            ratio = gen.rps / best_seed.rps
+            what = f"{gen.label} / best seed ({best_seed.label.split(' | ')[0]})"
+            found.append(Goal(what, f"{ratio:.2f}x", ">= 1.00x", ratio >= 1.0))
+    gen, bare = t("gen_nginx:static"), t("bare_nginx:static")
+    ratio = gen.rps / bare.rps
+    found.append(Goal(f"{gen.label} / {bare.label.split(' | ')[0]}", f"{ratio:.2f}x", ">= 0.90x", ratio >= 0.9))
     for target in results.targets:
         if target.failed:
             found.append(Goal(f"failed requests: {target.label}", str(target.failed), "0", False))
@@ -911,7 +914,9 @@ def report(results: Results) -> str:
     parts = [
         f"wrk -t{results.threads} -c{results.connections} -d{results.duration}s, {results.rounds} rounds "
         f"(median shown), {results.cores} cores, load average {results.load_before:.2f} before, "
-        f"{results.load_after:.2f} after; dynamic page {DYNAMIC} (read-only view, one query)",
+        f"{results.load_after:.2f} after; pages: "
+        + ", ".join(f"{page} = {path}" for page, (path, _) in PAGES.items())
+        + f", static = the hashed stylesheet, home = {HOME} (writes a row)",
         "",
         table(["target", "kind", "req/s", "range", "p99 ms", "failed"], rows, right=[2, 3, 4, 5]),
         "",
@@ -932,35 +937,47 @@ def report(results: Results) -> str:
 
 
 def chart(results: Results, path: Path) -> None:
+    """Requests/s and p99 latency, one pair of panels per page (each with its own scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"generated": "#2b6cb0", "seed": "#c05621", "ceiling": "#718096", "dev server": "#b7791f"}
-    targets = list(reversed(results.targets))
-    labels = [target.label for target in targets]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(targets) + 1.8), sharey=True)
-    bar_colors = [colors[target.kind] for target in targets]
-    rates = [target.rps for target in targets]
-    spread = [
-        [target.rps - min(r.rps for r in target.runs) for target in targets],
-        [max(r.rps for r in target.runs) - target.rps for target in targets],
-    ]
-    left.barh(labels, rates, color=bar_colors, xerr=spread, capsize=3)
-    left.set_xlabel("requests/s (median of rounds; bars: range)")
-    right.barh(labels, [target.p99_ms for target in targets], color=bar_colors)
-    right.set_xlabel("p99 latency, ms (median of rounds)")
-    for axis in (left, right):
-        axis.grid(axis="x", alpha=0.3)
+    groups: dict[str, list[Target]] = {}
+    for target in results.targets:
+        groups.setdefault(target.key.split(":")[1], []).append(target)
+    figure, axes = plt.subplots(
+        len(groups),
+        2,
+        figsize=(13, 0.42 * len(results.targets) + 0.9 * len(groups) + 1.2),
+        gridspec_kw={"height_ratios": [len(targets) for targets in groups.values()]},
+        squeeze=False,
+    )
+    for (page, group), (left, right) in zip(groups.items(), axes, strict=True):
+        targets = list(reversed(group))
+        labels = [target.label.split(" | ")[0] for target in targets]
+        bar_colors = [colors[target.kind] for target in targets]
+        spread = [
+            [target.rps - min(run.rps for run in target.runs) for target in targets],
+            [max(run.rps for run in target.runs) - target.rps for target in targets],
+        ]
+        left.barh(labels, [target.rps for target in targets], color=bar_colors, xerr=spread, capsize=3)
+        right.barh(labels, [target.p99_ms for target in targets], color=bar_colors)
+        right.set_yticks([])
+        path_of = PAGES[page][0] if page in PAGES else {"static": "hashed stylesheet", "home": HOME}.get(page, "")
+        left.set_title(f"{page} ({path_of}): requests/s (median, range)", fontsize=10, loc="left")
+        right.set_title("p99 latency, ms (median of rounds)", fontsize=10, loc="left")
+        for axis in (left, right):
+            axis.grid(axis="x", alpha=0.3)
     handles = [plt.Rectangle((0, 0), 1, 1, color=color) for color in colors.values()]
-    right.legend(handles, list(colors), loc="lower right")
+    axes[0][1].legend(handles, list(colors), loc="upper right", fontsize=8)
     figure.suptitle(
-        f"dj-layout on {results.cores} cores: wrk -t{results.threads} -c{results.connections} "
-        f"-d{results.duration}s, {results.rounds} rounds, loopback"
+        f"dj-layout on {results.cores} cores, loopback: wrk -t{results.threads} -c{results.connections} "
+        f"-d{results.duration}s, {results.rounds} rounds"
     )
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 

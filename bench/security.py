@@ -70,6 +70,7 @@ INSTALLS: dict[str, dict[str, str]] = {
 }
 GIT = ["git", "-c", "user.name=dj-layout report", "-c", "user.email=report@dj-layout.invalid"]
 MAX_EXPOSURE = 2.0
+VERBOSE = "--verbose" in sys.argv[1:]  # each bad command line and what it answered
 
 
 @dataclass
@@ -271,6 +272,8 @@ def bad_command_lines(stack: Stack) -> Row:
             rejected += 1
         else:
             wrong.append(f"{name}: exit {proc.returncode}{', etc/ changed' if changed else ''}, {said[-120:]!r}")
+        if VERBOSE:
+            print(f"  {name}: exit {proc.returncode}: {said.splitlines()[-1] if said else ''}"[:200], flush=True)
     result = f"{rejected} of {len(cases)}" + (f"; accepted: {'; '.join(wrong)[:400]}" if wrong else "")
     return Row("bad command lines rejected (deploytool, uwsgictl.sh)", "", result, "all", rejected == len(cases))
 

@@ -270,6 +270,8 @@ def test_logs_land_under_logs_and_rotate_without_a_restart(stack: Stack) -> None
     logs = stack.project / "logs"
     assert logs.is_symlink()
     stack.https_get("/")
+    # nginx buffers its access log (flushed within a second): rotate once the line is there.
+    wait(lambda: (logs / "nginx.access.log").stat().st_size > 0, "nginx flushing its access log")
     names = {p.name for p in logs.iterdir()}
     app_log = "uwsgi.log" if stack.answers["app_server"] == "uwsgi" else "gunicorn.error.log"
     assert {"nginx.access.log", app_log} <= names
