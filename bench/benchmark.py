@@ -26,6 +26,8 @@ interleave the targets, every other round in reverse order; the table gives the 
 - a static file (the hashed stylesheet) through the generated nginx, and through a minimal
   nginx (same certificate, no access log): the ceiling for static files;
 
+each with requests/s, p99 latency and, from /proc, the CPU time nginx and the app server
+spent per request (steadier than requests/s when other work shares the machine);
 then the requests that fail while the generated stacks reload (`bin/uwsgictl.sh reload`),
 rotate their logs (logrotate) and deploy a new revision (`deploytool deploy`) under the
 same load, and the time of a bake, of an init and of `up` to the first HTTPS 200.
@@ -137,6 +139,11 @@ class Run:
     p50_ms: float
     p99_ms: float
     failed: int  # socket errors (connect, read, write, timeout) + bad statuses
+    # CPU time the servers spent per request (their processes and the workers they reaped),
+    # nginx's and the app server's: much steadier than requests/s on a machine shared with
+    # other work. None where the target has no such process.
+    nginx_us: float | None = None
+    app_us: float | None = None
 
     @property
     def rps(self) -> float:
@@ -153,6 +160,8 @@ class Target:
     expect: bytes  # in the body of a correct answer
     headers: list[str] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
+    # The main processes serving it: "nginx" and/or "app" -> a pid, or a pid file.
+    processes: dict[str, int | Path] = field(default_factory=dict)
 
     def wrk_args(self) -> list[str]:
         args = ["-H", f"Host: {self.host}"]
@@ -171,6 +180,46 @@ class Target:
     @property
     def failed(self) -> int:
         return sum(run.failed for run in self.runs)
+
+    def cpu_us(self, which: str) -> float | None:
+        values = [getattr(run, f"{which}_us") for run in self.runs]
+        return statistics.median(values) if values and None not in values else None
+
+
+def process_times() -> dict[int, tuple[int, float, float]]:
+    """pid -> (parent, own CPU seconds, CPU seconds of the children it reaped), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        own, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+        found[int(stat.parent.name)] = (int(fields[1]), own / tick, reaped / tick)
+    return found
+
+
+def tree_cpu(root: int, times: dict[int, tuple[int, float, float]]) -> float:
+    """CPU seconds of a server: its main process, every descendant alive, every one reaped."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in times.items():
+        children.setdefault(parent, []).append(pid)
+    total = times[root][2] if root in times else 0.0
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in times:
+            total += times[pid][1]
+            todo += children.get(pid, [])
+    return total
+
+
+def main_pids(target: Target) -> dict[str, int]:
+    return {
+        name: int(where.read_text().split()[0]) if isinstance(where, Path) else where
+        for name, where in target.processes.items()
+    }
 
 
 def parse_wrk(output: str) -> Run:
@@ -204,8 +253,15 @@ class Load:
 
     def measure(self, target: Target, duration: int | None = None) -> Run:
         argv = [*self.argv("summary.lua", duration or self.duration), *target.wrk_args()]
+        pids = main_pids(target)
+        before = process_times()
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=(duration or self.duration) + 60)
-        return parse_wrk(proc.stdout + proc.stderr)
+        after = process_times()
+        run = parse_wrk(proc.stdout + proc.stderr)
+        for name, pid in pids.items():
+            spent = tree_cpu(pid, after) - tree_cpu(pid, before)
+            setattr(run, f"{name}_us", spent / run.requests * 1e6 if run.requests else None)
+        return run
 
     @contextmanager
     def during(self, target: Target) -> Iterator[list[Run]]:
@@ -602,8 +658,20 @@ def bring_up(name: str, baked: Baked, timings: list[Timing], stacks: ExitStack) 
     return stack
 
 
-def targets_for(uwsgi: Stack, gunicorn: Stack) -> list[Target]:
+def targets_for(uwsgi: Stack, gunicorn: Stack, started: dict[str, subprocess.Popen[bytes]]) -> list[Target]:
     """Each configuration with each dynamic page, then the static file, then the home page."""
+    pid = {name: proc.pid for name, proc in started.items()}
+    processes: dict[str, dict[str, int | Path]] = {
+        "gen_uwsgi": {"nginx": uwsgi.sandbox / "run/nginx.pid", "app": Path(uwsgi.env["PIDFILE"])},
+        "bare_uwsgi": {"app": pid["bare_uwsgi"]},
+        "seed_uwsgi": {"nginx": pid["seed_uwsgi_nginx"], "app": pid["seed_uwsgi"]},
+        "gen_gunicorn": {"nginx": gunicorn.sandbox / "run/nginx.pid", "app": Path(gunicorn.env["PIDFILE"])},
+        "bare_gunicorn": {"app": pid["bare_gunicorn"]},
+        "seed_gunicorn": {"nginx": pid["seed_gunicorn_nginx"], "app": pid["seed_gunicorn"]},
+        "runserver": {"app": pid["runserver"]},
+        "gen_nginx": {"nginx": uwsgi.sandbox / "run/nginx.pid"},
+        "bare_nginx": {"nginx": pid["bare_nginx"]},
+    }
     forwarded = ["X-Forwarded-Proto: https"]  # what nginx tells the app on a direct hit
     site = uwsgi.site
     via_u, via_g = f"{site}:{uwsgi.https}", f"{site}:{gunicorn.https}"
@@ -658,8 +726,7 @@ def targets_for(uwsgi: Stack, gunicorn: Stack) -> list[Target]:
         for key, label, kind, base, host, headers in configs
     ]
     css = hashed_css(uwsgi)
-    return [
-        *targets,
+    targets += [
         Target(
             "gen_nginx:static",
             "generated nginx HTTPS | static",
@@ -693,6 +760,9 @@ def targets_for(uwsgi: Stack, gunicorn: Stack) -> list[Target]:
             b"Visits",
         ),
     ]
+    for target in targets:
+        target.processes = processes[target.key.split(":")[0]]
+    return targets
 
 
 def start_others(
@@ -810,7 +880,7 @@ def benchmark(args: argparse.Namespace) -> Results:
         servers = Servers(user, folder)
         stacks.callback(servers.stop_all)
         started = start_others(servers, uwsgi, gunicorn, folder)
-        results.targets = targets_for(uwsgi, gunicorn)
+        results.targets = targets_for(uwsgi, gunicorn, {name: proc for name, (proc, _) in started.items()})
         for target in results.targets:
             proc, log = started.get(target.key.split(":")[0], (None, None))
             wait_answers(target, proc, log)
@@ -823,7 +893,7 @@ def benchmark(args: argparse.Namespace) -> Results:
                 run = load.measure(target)
                 target.runs.append(run)
                 print(
-                    f"  {target.label:<42} {run.rps:9.0f} req/s  p99 {run.p99_ms:7.1f} ms  failed {run.failed}",
+                    f"  {target.label:<52} {run.rps:7.0f} req/s  p99 {run.p99_ms:7.1f} ms  failed {run.failed}",
                     flush=True,
                 )
         servers.stop_all()  # the other configurations are idle from here on: no noise
@@ -908,6 +978,7 @@ def report(results: Results) -> str:
                 f"{target.rps:.0f}",
                 f"{min(rates):.0f}-{max(rates):.0f}",
                 f"{target.p99_ms:.1f}",
+                *(f"{us:.0f}" if (us := target.cpu_us(which)) is not None else "-" for which in ("nginx", "app")),
                 str(target.failed),
             ]
         )
@@ -918,7 +989,11 @@ def report(results: Results) -> str:
         + ", ".join(f"{page} = {path}" for page, (path, _) in PAGES.items())
         + f", static = the hashed stylesheet, home = {HOME} (writes a row)",
         "",
-        table(["target", "kind", "req/s", "range", "p99 ms", "failed"], rows, right=[2, 3, 4, 5]),
+        table(
+            ["target", "kind", "req/s", "range", "p99 ms", "nginx CPU us/req", "app CPU us/req", "failed"],
+            rows,
+            right=[2, 3, 4, 5, 6, 7],
+        ),
         "",
         table(
             ["under load (generated stacks)", "app server", "requests", "failed", "action s", "note"],
