@@ -90,9 +90,12 @@ def check_deploy(stack: Stack) -> Row:
     found = re.search(r"identified (\d+) issues?", out)
     findings = int(found.group(1)) if found else (0 if "identified no issues" in out else -1)
     codes = sorted(set(re.findall(r"\((\w+\.[WE]\d+)\)", out)))
+    silenced = re.search(r"\((\d+) silenced\)", out)
     result = (
         "no output to read" if findings < 0 else f"{findings} findings" + (f" ({', '.join(codes)})" if codes else "")
     )
+    if silenced and silenced.group(1) != "0":
+        result += f", {silenced.group(1)} silenced"
     return Row("manage.py check --deploy --fail-level WARNING", "", result, "0", findings == 0 and proc.returncode == 0)
 
 
