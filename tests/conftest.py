@@ -54,6 +54,12 @@ def ensure_project_user() -> str:
     return PROJECT_USER
 
 
+@pytest.fixture
+def as_root() -> None:
+    """A failure, not a skip: running servers as another user needs root (as CI has)."""
+    assert os.geteuid() == 0, "this test runs programs as the project user: run tests/run.sh as root"
+
+
 @pytest.fixture(scope="session")
 def project_user() -> str:
     return ensure_project_user()

@@ -19,9 +19,7 @@ from cookiecutter.prompt import prompt_for_config
 TEMPLATE = Path(__file__).resolve().parent.parent
 HOOK = TEMPLATE / "hooks" / "pre_gen_project.py"
 PORTS = TEMPLATE / "{{cookiecutter.project_slug}}" / "deploytool" / "ports.py"
-PORT_RULE = (
-    "the block of 50 ports must start at a multiple of 10 inside 49152-65535 (lowest 49160, highest 65480)"
-)
+PORT_RULE = "the block of 50 ports must start at a multiple of 10 inside 49152-65535 (lowest 49160, highest 65480)"
 
 
 def load(path: Path, name: str) -> ModuleType:

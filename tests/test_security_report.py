@@ -3,7 +3,6 @@ target holds: it exits 0 and its table has a row per check and install, each hel
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import TEMPLATE
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the installs as the project user: needs root (CI is)")
+pytestmark = pytest.mark.usefixtures("as_root")
 
 # (check, install) of every row the report prints.
 ROWS = [

@@ -37,8 +37,6 @@ APP_SERVERS = ["uwsgi", "gunicorn"]
 HEALTH = "/health/"  # the project's health check: 200 when the app and its database answer
 SLOW = "/__slow__"  # a path the tests' wrapper of the WSGI app answers after 2 seconds
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs the app server as another user: needs root (CI is)")
-
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 30, fail: bool = True) -> object:
     """Poll until check() is truthy; after timeout seconds fail with `what` (or return None)."""
@@ -256,7 +254,7 @@ def test_cookiecutter_copies_the_script_verbatim() -> None:
         assert marker not in text, f"{CTL} contains {marker!r}: cookiecutter would render it"
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 def test_refuses_root_and_names_the_user(tmp_path: Path) -> None:
     (tmp_path / "bin").mkdir()
     (tmp_path / "etc").mkdir()
@@ -270,7 +268,7 @@ def test_refuses_root_and_names_the_user(tmp_path: Path) -> None:
     assert not marker.exists(), "env.conf was sourced as root"
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 def test_missing_env_conf_says_how_to_make_it(project_user: str) -> None:
     base = Path(tempfile.mkdtemp(prefix="uwsgictl-"))
     try:
@@ -291,7 +289,7 @@ def test_missing_env_conf_says_how_to_make_it(project_user: str) -> None:
 # ---- by hand, as the project user ------------------------------------------------------
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_start_status_reload_stop(make_install: Callable[..., Install], app_server: str) -> None:
     install = make_install(app_server)
@@ -325,7 +323,7 @@ def test_start_status_reload_stop(make_install: Callable[..., Install], app_serv
     assert install.ctl("reload").returncode == 7  # LSB: program is not running
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_status_after_a_crash_and_start_again(make_install: Callable[..., Install], app_server: str) -> None:
     install = make_install(app_server)
@@ -338,7 +336,7 @@ def test_status_after_a_crash_and_start_again(make_install: Callable[..., Instal
     assert install.ctl("status").returncode == 0 and install.request() == 200
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_stop_lets_a_request_in_flight_finish(make_install: Callable[..., Install], app_server: str) -> None:
     install = make_install(app_server)
@@ -353,7 +351,7 @@ def test_stop_lets_a_request_in_flight_finish(make_install: Callable[..., Instal
     assert install.processes() == []
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_reload_refuses_code_that_does_not_import(make_install: Callable[..., Install], app_server: str) -> None:
     install = make_install(app_server)
@@ -367,7 +365,7 @@ def test_reload_refuses_code_that_does_not_import(make_install: Callable[..., In
     assert install.request() == 200
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 def test_uwsgi_reload_rereads_a_changed_config(make_install: Callable[..., Install]) -> None:
     install = make_install("uwsgi")
     install.ctl("start", check=True)
@@ -382,7 +380,7 @@ def test_uwsgi_reload_rereads_a_changed_config(make_install: Callable[..., Insta
     assert "chain reload" in chain.stdout, chain.stdout
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_logrotate_makes_the_server_reopen_its_log(make_install: Callable[..., Install], app_server: str) -> None:
     install = make_install(app_server)
@@ -411,7 +409,7 @@ def test_logrotate_makes_the_server_reopen_its_log(make_install: Callable[..., I
     assert log.stat().st_mode & 0o777 == 0o640
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_run_tells_systemd_it_is_ready_and_stops_cleanly(make_install: Callable[..., Install], app_server: str) -> None:
     """Type=notify: READY=1 comes from the process systemd started (`run` execs the server).
@@ -455,7 +453,7 @@ def test_run_tells_systemd_it_is_ready_and_stops_cleanly(make_install: Callable[
 # ---- with the process managers ---------------------------------------------------------
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_supervisor_and_manual_use_agree(make_install: Callable[..., Install], app_server: str) -> None:
     """Seed 000 §6.1: a stop by hand is a normal stop for the manager (not undone), a crash
@@ -506,7 +504,7 @@ def test_supervisor_and_manual_use_agree(make_install: Callable[..., Install], a
         supervisord.wait(90)
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_systemd_unit_verifies_and_is_sandboxed(make_install: Callable[..., Install], app_server: str) -> None:
     install = make_install(app_server, "systemd")
@@ -613,7 +611,7 @@ def unit_sandbox(unit: Path, venv: Path) -> str:
         """
 
 
-@needs_root
+@pytest.mark.usefixtures("as_root")
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_app_server_runs_in_the_units_sandbox(
     make_install: Callable[..., Install], project_venv: Path, app_server: str
