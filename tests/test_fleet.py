@@ -27,13 +27,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import bake_for_user, run
+from wrkload import Seen, under_load, wrk_argv
 
 BLOCK = 64800  # this module's block; no other test module uses it
 SECOND_BLOCK = 64850  # a second project's, for ports --check
@@ -43,32 +44,6 @@ HOSTS = {"web1": "10.213.0.11", "web2": "10.213.0.12"}
 UPSTREAMS = ", ".join(HOSTS.values())
 GIT = ["git", "-c", "user.name=dj-layout tests", "-c", "user.email=tests@dj-layout.invalid"]
 HEALTH_TIMEOUT = "10"  # seconds a host's /health/ is given during a deploy
-
-# wrk: every status that is not 200 is a failure; 200s are counted by the revision /health/ names.
-COUNT = """
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) ok = 0; other = 0; codes = ""; revs = {} end
-function response(status, headers, body)
-  if status == 200 then
-    ok = ok + 1
-    local rev = string.match(body, "^ok (%x+)") or "?"
-    revs[rev] = (revs[rev] or 0) + 1
-  else
-    other = other + 1
-    if #codes < 100 then codes = codes .. status .. " " end
-  end
-end
-function done(summary, latency, requests)
-  local o, b, c, all = 0, 0, "", {}
-  for _, t in ipairs(threads) do
-    o = o + t:get("ok"); b = b + t:get("other"); c = c .. t:get("codes")
-    for rev, n in pairs(t:get("revs")) do all[rev] = (all[rev] or 0) + n end
-  end
-  io.write(string.format("statuses: 200=%d other=%d codes=%s\\n", o, b, c))
-  for rev, n in pairs(all) do io.write(string.format("revision: %s %d\\n", rev, n)) end
-end
-"""
 
 
 def program(name: str, package: str) -> str:
@@ -195,37 +170,6 @@ class Node:
 
 # ---- load and requests through the front nginx ---------------------------------------------------
 @dataclass
-class Load:
-    output: str = ""
-    requests: int = 0
-    ok: int = 0
-    other: int = 0
-    socket_errors: dict[str, int] = field(default_factory=dict)
-    revisions: dict[str, int] = field(default_factory=dict)
-
-    def parse(self, output: str) -> None:
-        self.output = output
-        done = re.search(r"(\d+) requests in", output)
-        statuses = re.search(r"statuses: 200=(\d+) other=(\d+)", output)
-        assert done and statuses, f"wrk printed no summary:\n{output}"
-        self.requests, self.ok, self.other = int(done.group(1)), int(statuses.group(1)), int(statuses.group(2))
-        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-        names = ("connect", "read", "write", "timeout")
-        counts = [int(value) for value in errors.groups()] if errors else [0] * len(names)
-        self.socket_errors = dict(zip(names, counts, strict=True))
-        self.revisions = {rev: int(n) for rev, n in re.findall(r"^revision: (\S+) (\d+)$", output, re.M)}
-
-    def assert_nothing_failed(self, least: int = 100) -> None:
-        assert self.requests >= least, f"too little load to tell ({self.requests} requests):\n{self.output}"
-        assert self.other == 0, f"{self.other} of {self.requests} answers were not 200:\n{self.output}"
-        assert not any(self.socket_errors.values()), f"socket errors {self.socket_errors}:\n{self.output}"
-        assert self.ok == self.requests, self.output
-
-    def share(self, revision: str) -> float:
-        return self.revisions.get(revision[:12], 0) / max(self.ok, 1)
-
-
-@dataclass
 class Fleet:
     network: Network
     lb: Node
@@ -268,45 +212,19 @@ class Fleet:
 
     def wrk(self, seconds: int, connections: int) -> list[str]:
         """wrk on the front's /health/, from inside lb, counting answers by revision."""
-        script = self.base / "count.lua"
-        script.write_text(COUNT)
-        return self.network.exec(
-            "lb",
-            program("wrk", "wrk"),
-            "-t2",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            script,
-            "-H",
-            f"Host: {self.site}:{HTTPS_PORT}",
-            f"https://127.0.0.1:{HTTPS_PORT}/health/",
+        url = f"https://127.0.0.1:{HTTPS_PORT}/health/"
+        argv = wrk_argv(
+            program("wrk", "wrk"), url, f"{self.site}:{HTTPS_PORT}", self.base / "count.lua", seconds, connections
         )
+        return self.network.exec("lb", *argv)
 
-    @contextmanager
-    def load(self, limit: int = 120) -> Iterator[Load]:
-        """Load while the body runs (at most ``limit`` s); SIGINT makes wrk print its summary."""
-        result = Load()
-        wrk = subprocess.Popen(self.wrk(limit, 8), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            time.sleep(1)  # load before the action ...
-            assert wrk.poll() is None, f"wrk exited early: {wrk.communicate()[0]}"
-            yield result
-            time.sleep(1)  # ... and after it
-        finally:
-            wrk.send_signal(signal.SIGINT)
-            try:
-                output, _ = wrk.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                wrk.kill()
-                output, _ = wrk.communicate()
-        result.parse(output)
+    def load(self, limit: int = 120) -> AbstractContextManager[Seen]:
+        """Load while the body runs (at most ``limit`` s), a second before and after it."""
+        return under_load(self.wrk(limit, 8), settle=1)
 
-    def burst(self, seconds: int, connections: int = 4) -> Load:
+    def burst(self, seconds: int, connections: int = 4) -> Seen:
         """A burst of ``seconds``; requests still in flight at its end are not counted."""
-        result = Load()
+        result = Seen()
         result.parse(run(self.wrk(seconds, connections), timeout=seconds + 30).stdout)
         return result
 

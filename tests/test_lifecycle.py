@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Stack, run, running_stack, tool
+from wrkload import Seen, under_load, wrk_argv
 
 BLOCK = 64000
 STACKS: dict[str, dict[str, Any]] = {
@@ -33,91 +33,14 @@ STACKS: dict[str, dict[str, Any]] = {
 GIT = ["git", "-c", "user.name=dj-layout tests", "-c", "user.email=tests@dj-layout.invalid"]
 HEALTH_TIMEOUT = "5"  # seconds a broken revision's /health/ is given before the rollback
 
-# wrk counts "Non-2xx or 3xx": this script counts every status that is not 200 as a failure.
-COUNT_STATUSES = """
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) ok = 0; other = 0; codes = "" end
-function response(status, headers, body)
-  if status == 200 then ok = ok + 1 else
-    other = other + 1
-    if #codes < 100 then codes = codes .. status .. " " end
-  end
-end
-function done(summary, latency, requests)
-  local o, b, c = 0, 0, ""
-  for _, t in ipairs(threads) do o = o + t:get("ok"); b = b + t:get("other"); c = c .. t:get("codes") end
-  io.write(string.format("statuses: 200=%d other=%d codes=%s\\n", o, b, c))
-end
-"""
-
 
 # ---- load ------------------------------------------------------------------------------------
-@dataclass
-class Load:
-    """What wrk saw: every response counted, every socket error counted."""
-
-    output: str = ""
-    requests: int = 0
-    ok: int = 0
-    other: int = 0
-    socket_errors: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def parse(self, output: str) -> None:
-        self.output = output
-        done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", output)
-        statuses = re.search(r"statuses: 200=(\d+) other=(\d+)", output)
-        assert done and statuses, f"wrk printed no summary:\n{output}"
-        self.requests = int(done.group(1))
-        self.seconds = float(done.group(2)) * (60 if done.group(3) == "m" else 1)
-        self.ok, self.other = int(statuses.group(1)), int(statuses.group(2))
-        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-        names = ("connect", "read", "write", "timeout")
-        counts = [int(value) for value in errors.groups()] if errors else [0] * len(names)
-        self.socket_errors = dict(zip(names, counts, strict=True))
-
-    def assert_nothing_failed(self, least: int = 200) -> None:
-        assert self.requests >= least, f"too little load to tell ({self.requests} requests):\n{self.output}"
-        assert self.other == 0, f"{self.other} of {self.requests} answers were not 200:\n{self.output}"
-        assert not any(self.socket_errors.values()), f"socket errors {self.socket_errors}:\n{self.output}"
-        assert self.ok == self.requests, self.output
-
-
-@contextmanager
-def load(stack: Stack, path: str = "/", limit: int = 120) -> Iterator[Load]:
+def load(stack: Stack, path: str = "/", limit: int = 120) -> AbstractContextManager[Seen]:
     """wrk on https://<site>/path through nginx while the body runs (2 threads, 8 connections,
-    at most ``limit`` seconds); stopped with SIGINT, which makes it print its summary."""
+    at most ``limit`` seconds)."""
+    host = f"{stack.site}:{stack.https}"
     script = stack.project.parent / "count-statuses.lua"
-    script.write_text(COUNT_STATUSES)
-    argv = [
-        tool("wrk"),
-        "-t2",
-        "-c8",
-        f"-d{limit}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(script),
-        "-H",
-        f"Host: {stack.site}:{stack.https}",
-        f"https://127.0.0.1:{stack.https}{path}",
-    ]
-    result = Load()
-    wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        time.sleep(1.5)  # load before the action ...
-        assert wrk.poll() is None, f"wrk exited early: {wrk.communicate()[0]}"
-        yield result
-        time.sleep(1.5)  # ... and after it
-    finally:
-        wrk.send_signal(signal.SIGINT)
-        try:
-            output, _ = wrk.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            wrk.kill()
-            output, _ = wrk.communicate()
-    result.parse(output)
+    return under_load(wrk_argv(tool("wrk"), f"https://127.0.0.1:{stack.https}{path}", host, script, limit))
 
 
 # ---- the install as a git checkout -----------------------------------------------------------
@@ -214,7 +137,7 @@ def test_deploy_under_load_puts_the_new_revision_live(lifecycle: Lifecycle) -> N
     with load(stack) as traffic:
         proc, seconds = lifecycle.deploy()
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    traffic.assert_nothing_failed()
+    traffic.assert_nothing_failed(least=200)
     print(f"deploy under load: {seconds:.1f} s, {traffic.requests} requests, 0 failed ({traffic.seconds:.1f} s)")
 
     assert f"{revision[:12]} is live" in proc.stdout
@@ -299,7 +222,7 @@ def test_a_broken_revision_is_rolled_back_under_load(lifecycle: Lifecycle, kind:
     broken = lifecycle.commit(f"A revision that breaks: {kind}", branch=f"broken-{kind}", **breakage(lifecycle, kind))
     with load(stack) as traffic:
         proc, seconds = lifecycle.deploy(f"origin/broken-{kind}", "--health-timeout", HEALTH_TIMEOUT)
-    traffic.assert_nothing_failed()
+    traffic.assert_nothing_failed(least=200)
     print(f"rolled back ({kind}) under load: {seconds:.1f} s, {traffic.requests} requests, 0 failed")
 
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -387,7 +310,7 @@ def test_reloads_and_log_rotation_under_load_lose_nothing(lifecycle: Lifecycle) 
         stack.as_user(tool("logrotate"), "-s", stack.sandbox / "logrotate.state", "-f", conf)
         time.sleep(1)
         reloads.append(stack.as_user(ctl, "reload").stdout)
-    traffic.assert_nothing_failed()
+    traffic.assert_nothing_failed(least=200)
     print(f"reloads {len(reloads)} + logrotate under load: {traffic.requests} requests, 0 failed")
     assert all("reloaded" in out for out in reloads), reloads
     if stack.answers["app_server"] == "uwsgi":
