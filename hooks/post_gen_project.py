@@ -12,6 +12,8 @@ from pathlib import Path
 ANSWERS = {
     "app_server": "{{ cookiecutter.app_server }}",
     "process_manager": "{{ cookiecutter.process_manager }}",
+    "database": "{{ cookiecutter.database }}",
+    "cache": "{{ cookiecutter.cache }}",
 }
 INSTALL_TYPE = "{{ cookiecutter.install_type }}"
 
@@ -25,6 +27,16 @@ PRUNE = {
         "systemd": ["etc/templates/supervisor"],
         "supervisor": ["etc/templates/systemd"],
     },
+    # The dedicated servers' systemd units (supervisor's services.conf renders what is chosen).
+    "database": {
+        "sqlite": ["etc/templates/systemd/postgresql.service.j2"],
+        "postgresql": [],
+    },
+    "cache": {
+        "none": ["etc/templates/systemd/redis.service.j2", "etc/templates/systemd/memcached.service.j2"],
+        "redis": ["etc/templates/systemd/memcached.service.j2"],
+        "memcached": ["etc/templates/systemd/redis.service.j2"],
+    },
 }
 
 
@@ -35,7 +47,7 @@ def prune() -> None:
             if path.is_dir():
                 shutil.rmtree(path)
             else:
-                path.unlink()
+                path.unlink(missing_ok=True)  # inside a folder another answer pruned
 
 
 def main() -> int:

@@ -3,13 +3,17 @@ tmpfiles.d line, and bad situations that must leave the previous state working."
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import pwd
 import re
+import shlex
+import signal
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,3 +185,95 @@ def test_a_changed_answer_leaves_no_stale_config(baked: Stack) -> None:
     assert not (baked.project / "etc/uwsgi.yaml").exists()
     assert (baked.project / new_unit).is_file() and (root / new_unit).is_file()
     assert f"removed {root / old_unit}" in out
+
+
+# ---- the dedicated servers, as their units run them --------------------------------------------
+
+
+def dedicated_commands(root: Path, site: str, manager: str) -> dict[str, tuple[list[str], signal.Signals]]:
+    """server -> (its command line, the signal that stops it), read from what `install` put
+    under the system root: the systemd units' ExecStart=/KillSignal=, or supervisor's programs."""
+    found = {}
+    for name in ("postgresql", "redis", "memcached"):
+        unit = f"{site}_{name}"
+        if manager == "systemd":
+            path = root / f"etc/systemd/system/{unit}.service"
+            if not path.exists():
+                continue
+            lines = dict(line.split("=", 1) for line in path.read_text().splitlines() if re.match(r"^\w+=", line))
+            found[name] = (shlex.split(lines["ExecStart"]), signal.Signals[lines.get("KillSignal", "SIGTERM")])
+        else:
+            parser = configparser.RawConfigParser()
+            parser.read(root / f"etc/supervisor/conf.d/{site}_services.conf")
+            if parser.has_section(f"program:{unit}"):
+                program = parser[f"program:{unit}"]
+                found[name] = (shlex.split(program["command"]), signal.Signals[f"SIG{program['stopsignal']}"])
+    return found
+
+
+def answers_on(port: int, ask: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(ask)
+        return conn.recv(100)
+
+
+@pytest.mark.parametrize("manager, cache", [("systemd", "redis"), ("supervisor", "memcached")])
+def test_dedicated_servers_run_from_their_units(
+    project_user: str, project_venv: Path, manager: str, cache: str
+) -> None:
+    """A server install with PostgreSQL and a cache: the user part stops with the command that
+    starts the database; the servers, started with exactly the rendered command lines as the
+    project user, serve migrate and the cache, and stop cleanly with the unit's signal."""
+    project = bake_for_user(
+        project_user,
+        project_venv,
+        port_block_start=BLOCK,
+        install_type="dev",  # 62050-62059: the module's other installs are stage and pro
+        database="postgresql",
+        cache=cache,
+        process_manager=manager,
+    )
+    stack = Stack(project, project_user)
+    user = pwd.getpwnam(project_user)
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        root = project.parent / "system"
+        root.mkdir()
+        stack.deploytool_as_root("install", "--root", str(root), "--part", "system")
+        stack = Stack(project, project_user)  # env.conf now names the root
+        commands = dedicated_commands(root, stack.site, manager)
+        assert sorted(commands) == sorted(["postgresql", cache])
+
+        first = stack.deploytool("install", "--part", "user", check=False)
+        start = "systemctl enable --now" if manager == "systemd" else "supervisorctl start"
+        assert first.returncode == 2, first.stdout + first.stderr
+        assert f"{stack.site}_postgresql" in first.stderr and start in first.stderr, first.stderr
+        assert (project / "data/postgresql/PG_VERSION").is_file()  # the cluster, made by the user
+
+        log = open(project.parent / "servers.log", "wb")  # noqa: SIM115  (closed below)
+        for name, (argv, _) in commands.items():
+            servers[name] = subprocess.Popen(
+                argv, cwd=project, user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=log, stderr=log
+            )
+        ports = {"postgresql": int(stack.env["PORT_POSTGRESQL"]), cache: int(stack.env[f"PORT_{cache.upper()}"])}
+        deadline = time.monotonic() + 30
+        while sorted(stack.listening()) != sorted(ports.values()):
+            assert time.monotonic() < deadline, (stack.listening(), (project.parent / "servers.log").read_text())
+            time.sleep(0.2)
+
+        second = stack.deploytool("install", "--part", "user")
+        assert "applied migrations" in second.stdout, second.stdout
+        ask = {"redis": (b"PING\r\n", b"+PONG"), "memcached": (b"version\r\n", b"VERSION ")}[cache]
+        assert answers_on(ports[cache], ask[0]).startswith(ask[1])
+
+        for name, (_, stop) in commands.items():
+            servers[name].send_signal(stop)
+            assert servers[name].wait(timeout=60) == 0, f"{name} did not stop cleanly on {stop.name}"
+        assert stack.listening() == []
+        log.close()
+    finally:
+        for proc in servers.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        run(["rm", "-rf", project.parent])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import shlex
 import shutil
 import subprocess
 import sys
@@ -105,8 +106,8 @@ def check_units(install: Install, tmp: Path) -> Iterator[Result]:
         if template.startswith("systemd/"):
             # verify exits 0 on most warnings and prints them: any stderr counts as a failure.
             yield run(f"systemd-analyze verify {path.name}", ["systemd-analyze", "verify", str(path)], True)
-        elif template == "supervisor/app.conf.j2":
-            yield check_supervisor(path)
+        elif template in ("supervisor/app.conf.j2", "supervisor/services.conf.j2"):
+            yield check_supervisor(path, programs=1 if template == "supervisor/app.conf.j2" else None)
         elif template.startswith("logrotate"):
             yield check_logrotate(path, tmp)
 
@@ -122,16 +123,20 @@ def check_logrotate(path: Path, tmp: Path) -> Result:
     return result
 
 
-def check_supervisor(path: Path) -> Result:
+def check_supervisor(path: Path, programs: int | None) -> Result:
+    """Each [program:] has a command whose program exists; ``programs``: how many there must be."""
     parser = configparser.RawConfigParser()
+    name = f"supervisor {path.name}"
     try:
         parser.read(path)
-        (section,) = [s for s in parser.sections() if s.startswith("program:")]
-        command = parser[section]["command"].split()[0]
-    except (configparser.Error, ValueError, KeyError) as error:
-        return Result(f"supervisor {path.name}", False, f"not one [program:] with a command: {error}")
-    ok = Path(command).is_file()
-    return Result(f"supervisor {path.name}", ok, "" if ok else f"command {command} does not exist")
+        sections = [s for s in parser.sections() if s.startswith("program:")]
+        if programs is not None and len(sections) != programs:
+            return Result(name, False, f"{len(sections)} [program:] sections, expected {programs}")
+        commands = [shlex.split(parser[section]["command"])[0] for section in sections]
+    except (configparser.Error, ValueError, KeyError, IndexError) as error:
+        return Result(name, False, f"a [program:] without a command: {error}")
+    missing = [command for command in commands if not Path(command).is_file()]
+    return Result(name, not missing, f"commands {missing} do not exist" if missing else "")
 
 
 def check_scripts(install: Install, tmp: Path) -> Iterator[Result]:

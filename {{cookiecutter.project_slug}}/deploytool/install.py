@@ -24,6 +24,7 @@ from .files import ensure_link, prune
 from .init import make_links
 from .layout import Install
 from .render import outputs, render
+from .services import PostgreSQL, for_install
 
 # Rendered files that stay in the install's etc/ (the app server reads them from there).
 STAY_LOCAL = {"env.conf.j2", "uwsgi.yaml.j2", "gunicorn.conf.py.j2"}
@@ -108,12 +109,33 @@ def install_user(install: Install) -> Iterator[str]:
     )
     if "Successfully installed" in pip:
         yield "installed requirements"
+    yield from database_ready(install)
     manage = [install.python, install.root / "manage.py"]
     if "Applying" in _run([*manage, "migrate", "--noinput"], "manage.py migrate"):
         yield "applied migrations"
     collected = _run([*manage, "collectstatic", "--noinput"], "manage.py collectstatic")
     if not collected.lstrip().startswith("0 static files copied"):
         yield "collected static files"
+
+
+def database_ready(install: Install) -> Iterator[str]:
+    """The dedicated PostgreSQL, if the answers chose it, runs and has the project's
+    database: migrate needs it. Its cluster is made here (as the project user); the
+    process manager runs it (in a sandbox, `up` has started it)."""
+    database = next((s for s in for_install(install) if isinstance(s, PostgreSQL)), None)
+    if database is None:
+        return
+    if database.prepare():
+        yield f"made the PostgreSQL cluster {database.data}"
+    if not database.running():
+        unit = install.service_of(database.name)
+        start = (
+            f"systemctl daemon-reload && systemctl enable --now {unit}"
+            if install.project.process_manager == "systemd"
+            else f"supervisorctl update && supervisorctl start {unit}"
+        )
+        raise DeployError(f"the install's PostgreSQL ({unit}) is not running: as root, {start}; then run this again")
+    database.ensure_database()
 
 
 def install(install: Install, part: str) -> list[str]:

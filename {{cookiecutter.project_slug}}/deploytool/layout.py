@@ -72,8 +72,12 @@ class Install:
 
     @property
     def service(self) -> str:
-        """systemd unit or supervisor program name (seed 000: project.baz_uwsgi)."""
-        return f"{self.site}_{self.project.app_server}"
+        """systemd unit or supervisor program name of the app server (seed 000: project.baz_uwsgi)."""
+        return self.service_of(self.project.app_server)
+
+    def service_of(self, server: str) -> str:
+        """systemd unit or supervisor program name of one of the install's servers."""
+        return f"{self.site}_{server}"
 
     @property
     def venv_name(self) -> str:

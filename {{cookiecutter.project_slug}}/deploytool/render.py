@@ -15,6 +15,7 @@ import jinja2
 from .certs import site_cert_dir
 from .files import prune, write_atomic
 from .layout import Install
+from .services import for_templates
 
 TEMPLATES = Path("etc/templates")
 
@@ -30,6 +31,9 @@ OUTPUTS: dict[str, str] = {
     "uwsgi.yaml.j2": "uwsgi.yaml",
     "gunicorn.conf.py.j2": "gunicorn.conf.py",
     "systemd/app.service.j2": "systemd/system/{service}.service",
+    "systemd/postgresql.service.j2": "systemd/system/{site}_postgresql.service",
+    "systemd/redis.service.j2": "systemd/system/{site}_redis.service",
+    "systemd/memcached.service.j2": "systemd/system/{site}_memcached.service",
     "supervisor/app.conf.j2": "supervisor/conf.d/{service}.conf",
     "logrotate.j2": "logrotate.d/{site}",
     "tmpfiles.conf.j2": "tmpfiles.d/{site}.conf",
@@ -40,6 +44,11 @@ EXECUTABLE = {"letsencrypt/deploy-hook.sh.j2"}
 SANDBOX_OUTPUTS: dict[str, str] = {
     "sandbox/nginx.conf.j2": "nginx/nginx.conf",
     "supervisor/supervisord.conf.j2": "supervisor/supervisord.conf",
+}
+# Only a server has supervisor start the dedicated servers: a sandbox's `up` starts them
+# before it migrates (its supervisord would start them a second time).
+SERVER_OUTPUTS: dict[str, str] = {
+    "supervisor/services.conf.j2": "supervisor/conf.d/{site}_services.conf",
 }
 
 # The list of what the last render wrote (local): what it no longer writes is removed.
@@ -75,6 +84,9 @@ def context(install: Install, **overrides: Any) -> dict[str, Any]:
         "cert_dir": site_cert_dir(install),
         "log_dir": install.log_dir,
         "nginx_dir": install.nginx_dir,
+        # the dedicated servers' units: their host and port come from settings_local.py,
+        # which init renders first (from a context without them)
+        "dedicated": for_templates(install) if install.settings_local.exists() else {},
         **overrides,
     }
 
@@ -86,7 +98,7 @@ def render_text(install: Install, template: str, **overrides: Any) -> str:
 def outputs(install: Install) -> dict[str, Path]:
     """Templates this project has -> where their rendered copy goes."""
     names = {"site": install.site, "service": install.service}
-    targets = {**OUTPUTS, **(SANDBOX_OUTPUTS if install.sandbox else {})}
+    targets = {**OUTPUTS, **(SANDBOX_OUTPUTS if install.sandbox else SERVER_OUTPUTS)}
     return {
         template: install.etc_dir / target.format(**names)
         for template, target in targets.items()

@@ -79,34 +79,61 @@ class PostgreSQL:
     def running(self) -> bool:
         return pid_alive(self.data / "postmaster.pid")
 
-    def start(self) -> None:
+    def options(self) -> list[str]:
+        """Where it listens: the host and port of settings_local.py, its socket in the run dir."""
         db = self.db
-        if not (self.data / "PG_VERSION").exists():
-            with tempfile.NamedTemporaryFile("w", dir=self.install.data_dir) as pwfile:
-                pwfile.write(db["PASSWORD"] + "\n")
-                pwfile.flush()
-                _run(
-                    [
-                        postgresql_bin("initdb"),
-                        "-D",
-                        self.data,
-                        "-U",
-                        db["USER"],
-                        "--pwfile",
-                        pwfile.name,
-                        "-A",
-                        "scram-sha-256",
-                        "-E",
-                        "UTF8",
-                    ],
-                    "initdb",
-                )
-        if not self.running():
-            options = (
-                f"-c listen_addresses={db['HOST']} -p {db['PORT']} -c unix_socket_directories={self.install.run_dir}"
+        return [
+            "-c",
+            f"listen_addresses={db['HOST']}",
+            "-p",
+            db["PORT"],
+            "-c",
+            f"unix_socket_directories={self.install.run_dir}",
+        ]
+
+    def foreground(self) -> list[str]:
+        """The server in the foreground, as systemd or supervisor runs it (logs on stderr)."""
+        return [str(postgresql_bin("postgres")), "-D", str(self.data), *self.options()]
+
+    def prepare(self) -> bool:
+        """The cluster, once: initdb as the project user, the password from settings_local.py.
+        Returns whether it made it."""
+        if (self.data / "PG_VERSION").exists():
+            return False
+        db = self.db
+        with tempfile.NamedTemporaryFile("w", dir=self.install.data_dir) as pwfile:
+            pwfile.write(db["PASSWORD"] + "\n")
+            pwfile.flush()
+            _run(
+                [
+                    postgresql_bin("initdb"),
+                    "-D",
+                    self.data,
+                    "-U",
+                    db["USER"],
+                    "--pwfile",
+                    pwfile.name,
+                    "-A",
+                    "scram-sha-256",
+                    "-E",
+                    "UTF8",
+                ],
+                "initdb",
             )
+        return True
+
+    def start(self) -> None:
+        """In a sandbox: pg_ctl starts it in the background, its log in the log dir."""
+        self.prepare()
+        if not self.running():
             log = self.install.log_dir / "postgresql.log"
+            options = " ".join(self.options())
             _run([postgresql_bin("pg_ctl"), "-D", self.data, "-o", options, "-l", log, "-w", "start"], "pg_ctl start")
+        self.ensure_database()
+
+    def ensure_database(self) -> None:
+        """The project's database in the running cluster (createdb once)."""
+        db = self.db
         env = {**os.environ, "PGPASSWORD": db["PASSWORD"]}
         where = ["-h", db["HOST"], "-p", db["PORT"], "-U", db["USER"]]
         exists = subprocess.run(
@@ -145,8 +172,17 @@ class _Daemon:
     def port(self) -> str:
         return str(self.install.ports[self.name])
 
-    def argv(self) -> list[object]:
+    def command(self, foreground: bool) -> list[str]:
+        """The server's command line: daemonized with a pid file (a sandbox), or in the
+        foreground (systemd, supervisor)."""
         raise NotImplementedError
+
+    def foreground(self) -> list[str]:
+        return self.command(foreground=True)
+
+    def prepare(self) -> bool:
+        """Nothing to make before the first start."""
+        return False
 
     def running(self) -> bool:
         return pid_alive(self.pidfile)
@@ -154,7 +190,7 @@ class _Daemon:
     def start(self) -> None:
         if self.running():
             return
-        _run(self.argv(), self.name)
+        _run(self.command(foreground=False), self.name)
         wait_for(self.running, f"{self.name} writing its pid file")
 
     def stop(self) -> None:
@@ -170,8 +206,7 @@ class Redis(_Daemon):
 
     name = "redis"
 
-    def argv(self) -> list[object]:
-        log = self.install.log_dir / "redis.log"
+    def command(self, foreground: bool) -> list[str]:
         return [
             program("redis-server"),
             "--bind",
@@ -179,17 +214,19 @@ class Redis(_Daemon):
             "--port",
             self.port,
             "--daemonize",
-            "yes",
+            "no" if foreground else "yes",
+            # tells systemd when it is ready (Type=notify); nothing under supervisor
+            *(["--supervised", "auto"] if foreground else []),
             "--pidfile",
-            self.pidfile,
+            str(self.pidfile),
             "--logfile",
-            log,
+            str(self.install.log_dir / "redis.log"),
             "--save",
             "",
             "--appendonly",
             "no",
             "--dir",
-            self.install.run_dir,
+            str(self.install.run_dir),
         ]
 
 
@@ -198,21 +235,9 @@ class Memcached(_Daemon):
 
     name = "memcached"
 
-    def argv(self) -> list[object]:
-        return [
-            program("memcached"),
-            "-l",
-            "127.0.0.1",
-            "-p",
-            self.port,
-            "-U",
-            "0",
-            "-m",
-            "64",
-            "-d",
-            "-P",
-            self.pidfile,
-        ]
+    def command(self, foreground: bool) -> list[str]:
+        argv = [program("memcached"), "-l", "127.0.0.1", "-p", self.port, "-U", "0", "-m", "64"]
+        return argv if foreground else [*argv, "-d", "-P", str(self.pidfile)]
 
 
 def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
@@ -231,3 +256,26 @@ def _run(argv: list[object], what: str, env: dict[str, str] | None = None) -> No
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise DeployError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+
+
+@dataclass
+class Dedicated:
+    """One dedicated server as the systemd unit and supervisor program templates see it."""
+
+    name: str  # postgresql, redis, memcached
+    unit: str  # its systemd unit or supervisor program name
+    command: list[str]  # in the foreground
+    missing: str  # how to install its program, when it was not found at render time
+
+
+def for_templates(install: Install) -> dict[str, Dedicated]:
+    """name -> what the templates render for it. A program not installed when rendering
+    still renders (its Debian path), with a note that `deploytool check` reports."""
+    found = {}
+    for server in for_install(install):
+        try:
+            command, missing = server.foreground(), ""
+        except DeployError as error:
+            command, missing = [f"/usr/bin/{server.name}"], str(error)
+        found[server.name] = Dedicated(server.name, install.service_of(server.name), command, missing)
+    return found
