@@ -234,11 +234,12 @@ def _exchange(
         conn.close()
 
 
-def bake_for_user(user: str, venv: Path, **answers: Any) -> Path:
-    """Bake into a folder the project user owns, with the shared venv as its env3.11."""
+def bake_for_user(user: str, venv: Path, parent: str | None = None, **answers: Any) -> Path:
+    """Bake into a folder the project user owns (in ``parent``, default the temp folder),
+    with the shared venv as its env3.11."""
     from cookiecutter.main import cookiecutter
 
-    base = Path(tempfile.mkdtemp(prefix="dj-layout-stack-"))
+    base = Path(tempfile.mkdtemp(prefix="dj-layout-stack-", dir=parent))
     project = Path(
         cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(base), extra_context={"user": user, **answers})
     )

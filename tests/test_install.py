@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import GENERATED as TEMPLATE_GENERATED
 from conftest import Stack, bake_for_user, run, running_stack, tool
+from unitsandbox import as_the_unit, in_the_units_sandbox
 
 BLOCK = 62050  # a block of its own: other test modules use other blocks
 
@@ -223,10 +224,12 @@ def test_dedicated_servers_run_from_their_units(
 ) -> None:
     """A server install with PostgreSQL and a cache: the user part stops with the command that
     starts the database; the servers, started with exactly the rendered command lines as the
-    project user, serve migrate and the cache, and stop cleanly with the unit's signal."""
+    project user (under the systemd unit's hardening, rebuilt by hand), serve migrate and the
+    cache, and stop cleanly with the unit's signal."""
     project = bake_for_user(
         project_user,
         project_venv,
+        parent="/home",  # as a real install: the units' PrivateTmp hides /tmp
         port_block_start=BLOCK,
         install_type="dev",  # 62050-62059: the module's other installs are stage and pro
         database="postgresql",
@@ -252,9 +255,15 @@ def test_dedicated_servers_run_from_their_units(
 
         log = open(project.parent / "servers.log", "wb")  # noqa: SIM115  (closed below)
         for name, (argv, _) in commands.items():
-            servers[name] = subprocess.Popen(
-                argv, cwd=project, user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=log, stderr=log
-            )
+            if manager == "systemd":  # under the unit's hardening, rebuilt by hand
+                unit = root / f"etc/systemd/system/{stack.site}_{name}.service"
+                loader = project.parent / f"seccomp_exec_{name}.py"
+                argv = in_the_units_sandbox(unit, project_venv, as_the_unit(project_user, loader, *argv))
+                servers[name] = subprocess.Popen(argv, cwd=project, stdout=log, stderr=log)
+            else:
+                servers[name] = subprocess.Popen(
+                    argv, cwd=project, user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=log, stderr=log
+                )
         ports = {"postgresql": int(stack.env["PORT_POSTGRESQL"]), cache: int(stack.env[f"PORT_{cache.upper()}"])}
         deadline = time.monotonic() + 30
         while sorted(stack.listening()) != sorted(ports.values()):
@@ -271,6 +280,8 @@ def test_dedicated_servers_run_from_their_units(
             assert servers[name].wait(timeout=60) == 0, f"{name} did not stop cleanly on {stop.name}"
         assert stack.listening() == []
         log.close()
+        output = (project.parent / "servers.log").read_text(errors="replace")
+        assert "Read-only file system" not in output and "Permission denied" not in output, output[-2000:]
     finally:
         for proc in servers.values():
             if proc.poll() is None:

@@ -35,6 +35,7 @@ OUTPUTS: dict[str, str] = {
     "systemd/redis.service.j2": "systemd/system/{site}_redis.service",
     "systemd/memcached.service.j2": "systemd/system/{site}_memcached.service",
     "supervisor/app.conf.j2": "supervisor/conf.d/{service}.conf",
+    "supervisor/services.conf.j2": "supervisor/conf.d/{site}_services.conf",
     "logrotate.j2": "logrotate.d/{site}",
     "tmpfiles.conf.j2": "tmpfiles.d/{site}.conf",
 }
@@ -45,12 +46,6 @@ SANDBOX_OUTPUTS: dict[str, str] = {
     "sandbox/nginx.conf.j2": "nginx/nginx.conf",
     "supervisor/supervisord.conf.j2": "supervisor/supervisord.conf",
 }
-# Only a server has supervisor start the dedicated servers: a sandbox's `up` starts them
-# before it migrates (its supervisord would start them a second time).
-SERVER_OUTPUTS: dict[str, str] = {
-    "supervisor/services.conf.j2": "supervisor/conf.d/{site}_services.conf",
-}
-
 # The list of what the last render wrote (local): what it no longer writes is removed.
 RENDERED = "rendered.list"
 
@@ -98,7 +93,7 @@ def render_text(install: Install, template: str, **overrides: Any) -> str:
 def outputs(install: Install) -> dict[str, Path]:
     """Templates this project has -> where their rendered copy goes."""
     names = {"site": install.site, "service": install.service}
-    targets = {**OUTPUTS, **(SANDBOX_OUTPUTS if install.sandbox else SERVER_OUTPUTS)}
+    targets = {**OUTPUTS, **(SANDBOX_OUTPUTS if install.sandbox else {})}
     return {
         template: install.etc_dir / target.format(**names)
         for template, target in targets.items()
