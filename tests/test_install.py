@@ -191,9 +191,10 @@ def test_a_changed_answer_leaves_no_stale_config(baked: Stack) -> None:
 # ---- the dedicated servers, as their units run them --------------------------------------------
 
 
-def dedicated_commands(root: Path, site: str, manager: str) -> dict[str, tuple[list[str], signal.Signals]]:
-    """server -> (its command line, the signal that stops it), read from what `install` put
-    under the system root: the systemd units' ExecStart=/KillSignal=, or supervisor's programs."""
+def dedicated_commands(root: Path, site: str, manager: str) -> dict[str, tuple[list[str], signal.Signals, Path]]:
+    """server -> (its command line, the signal that stops it, the file that says so), read from
+    what `install` put under the system root: the systemd units' ExecStart=/KillSignal=, or
+    supervisor's programs."""
     found = {}
     for name in ("postgresql", "redis", "memcached"):
         unit = f"{site}_{name}"
@@ -202,13 +203,16 @@ def dedicated_commands(root: Path, site: str, manager: str) -> dict[str, tuple[l
             if not path.exists():
                 continue
             lines = dict(line.split("=", 1) for line in path.read_text().splitlines() if re.match(r"^\w+=", line))
-            found[name] = (shlex.split(lines["ExecStart"]), signal.Signals[lines.get("KillSignal", "SIGTERM")])
+            stop = signal.Signals[lines.get("KillSignal", "SIGTERM")]
+            found[name] = (shlex.split(lines["ExecStart"]), stop, path)
         else:
+            path = root / f"etc/supervisor/conf.d/{site}_services.conf"
             parser = configparser.RawConfigParser()
-            parser.read(root / f"etc/supervisor/conf.d/{site}_services.conf")
+            parser.read(path)
             if parser.has_section(f"program:{unit}"):
                 program = parser[f"program:{unit}"]
-                found[name] = (shlex.split(program["command"]), signal.Signals[f"SIG{program['stopsignal']}"])
+                stop = signal.Signals[f"SIG{program['stopsignal']}"]
+                found[name] = (shlex.split(program["command"]), stop, path)
     return found
 
 
@@ -253,21 +257,21 @@ def test_dedicated_servers_run_from_their_units(
         assert f"{stack.site}_postgresql" in first.stderr and start in first.stderr, first.stderr
         assert (project / "data/postgresql/PG_VERSION").is_file()  # the cluster, made by the user
 
-        log = open(project.parent / "servers.log", "wb")  # noqa: SIM115  (closed below)
-        for name, (argv, _) in commands.items():
-            if manager == "systemd":  # under the unit's hardening, rebuilt by hand
-                unit = root / f"etc/systemd/system/{stack.site}_{name}.service"
-                loader = project.parent / f"seccomp_exec_{name}.py"
-                argv = in_the_units_sandbox(unit, project_venv, as_the_unit(project_user, loader, *argv))
-                servers[name] = subprocess.Popen(argv, cwd=project, stdout=log, stderr=log)
-            else:
-                servers[name] = subprocess.Popen(
-                    argv, cwd=project, user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=log, stderr=log
-                )
+        output = project.parent / "servers.log"
+        with open(output, "wb") as log:
+            for name, (argv, _, unit) in commands.items():
+                if manager == "systemd":  # under the unit's hardening, rebuilt by hand
+                    loader = project.parent / f"seccomp_exec_{name}.py"
+                    argv = in_the_units_sandbox(unit, project_venv, as_the_unit(project_user, loader, *argv))
+                    servers[name] = subprocess.Popen(argv, cwd=project, stdout=log, stderr=log)
+                else:
+                    servers[name] = subprocess.Popen(
+                        argv, cwd=project, user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=log, stderr=log
+                    )
         ports = {"postgresql": int(stack.env["PORT_POSTGRESQL"]), cache: int(stack.env[f"PORT_{cache.upper()}"])}
         deadline = time.monotonic() + 30
         while sorted(stack.listening()) != sorted(ports.values()):
-            assert time.monotonic() < deadline, (stack.listening(), (project.parent / "servers.log").read_text())
+            assert time.monotonic() < deadline, (stack.listening(), output.read_text())
             time.sleep(0.2)
 
         second = stack.deploytool("install", "--part", "user")
@@ -275,13 +279,12 @@ def test_dedicated_servers_run_from_their_units(
         ask = {"redis": (b"PING\r\n", b"+PONG"), "memcached": (b"version\r\n", b"VERSION ")}[cache]
         assert answers_on(ports[cache], ask[0]).startswith(ask[1])
 
-        for name, (_, stop) in commands.items():
+        for name, (_, stop, _) in commands.items():
             servers[name].send_signal(stop)
             assert servers[name].wait(timeout=60) == 0, f"{name} did not stop cleanly on {stop.name}"
         assert stack.listening() == []
-        log.close()
-        output = (project.parent / "servers.log").read_text(errors="replace")
-        assert "Read-only file system" not in output and "Permission denied" not in output, output[-2000:]
+        said = output.read_text(errors="replace")
+        assert "Read-only file system" not in said and "Permission denied" not in said, said[-2000:]
     finally:
         for proc in servers.values():
             if proc.poll() is None:

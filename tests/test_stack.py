@@ -281,13 +281,23 @@ def test_logs_land_under_logs_and_rotate_without_a_restart(stack: Stack) -> None
     stack.as_user(tool("logrotate"), "-s", stack.sandbox / "logrotate.state", "-f", conf)
     assert (logs / "nginx.access.log.1").exists()
     assert (logs / f"{app_log}.1").exists()
-    # A 404 is logged by nginx and by the app server (uWSGI logs 4xx only; gunicorn all).
+    # A 404 is logged by nginx and by the app server (both log their 4xx and 5xx answers).
     marker = f"/rotated-{time.time_ns()}/"
     assert stack.https_get(marker)[0] == 404
     wait(lambda: marker.encode() in (logs / "nginx.access.log").read_bytes(), "nginx writing to the new log")
     writer_log = logs / ("uwsgi.log" if stack.answers["app_server"] == "uwsgi" else "gunicorn.access.log")
     wait(lambda: marker.encode() in writer_log.read_bytes(), f"the app server writing to the new {writer_log.name}")
     assert app_pid(stack) == pid  # no restart
+    # From then on nothing lands in the rotated files (a writer may finish a line there while
+    # it reopens, as supervisord does): every writer, nginx, the app server and its workers,
+    # supervisord, writes to the new ones.
+    rotated = {path.name: path.stat().st_size for path in logs.glob("*.log.1")}
+    again = f"/rotated-again-{time.time_ns()}/"
+    assert stack.https_get(again)[0] == 404
+    wait(lambda: again.encode() in (logs / "nginx.access.log").read_bytes(), "nginx writing to the new log")
+    wait(lambda: again.encode() in writer_log.read_bytes(), f"the app server writing to the new {writer_log.name}")
+    grown = {name for name, size in rotated.items() if (logs / name).stat().st_size != size}
+    assert not grown, f"still written to after the rotation: {grown}"
 
 
 # ---- bin/uwsgictl.sh on the running stack ---------------------------------------------------

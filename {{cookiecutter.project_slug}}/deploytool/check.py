@@ -101,13 +101,17 @@ def nginx_valid(install: Install) -> None:
         raise DeployError(f"the rendered nginx config fails, nothing was changed: {details}")
 
 
+# supervisor files -> how many [program:] sections each must have (None: any number).
+SUPERVISOR_PROGRAMS: dict[str, int | None] = {"supervisor/app.conf.j2": 1, "supervisor/services.conf.j2": None}
+
+
 def check_units(install: Install, tmp: Path) -> Iterator[Result]:
     for template, path in outputs(install).items():
         if template.startswith("systemd/"):
             # verify exits 0 on most warnings and prints them: any stderr counts as a failure.
             yield run(f"systemd-analyze verify {path.name}", ["systemd-analyze", "verify", str(path)], True)
-        elif template in ("supervisor/app.conf.j2", "supervisor/services.conf.j2"):
-            yield check_supervisor(path, programs=1 if template == "supervisor/app.conf.j2" else None)
+        elif template in SUPERVISOR_PROGRAMS:
+            yield check_supervisor(path, SUPERVISOR_PROGRAMS[template])
         elif template.startswith("logrotate"):
             yield check_logrotate(path, tmp)
 

@@ -103,7 +103,8 @@ def outputs(install: Install) -> dict[str, Path]:
 
 def render(install: Install) -> list[Path]:
     """Render every config; all are rendered before any is written. Returns those changed."""
-    texts = {path: (render_text(install, template), template) for template, path in outputs(install).items()}
+    env, values = environment(install), context(install)  # once: the context reads settings_local.py
+    texts = {path: (env.get_template(template).render(values), template) for template, path in outputs(install).items()}
     changed = [
         path
         for path, (text, template) in texts.items()

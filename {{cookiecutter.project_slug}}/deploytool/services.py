@@ -180,10 +180,6 @@ class _Daemon:
     def foreground(self) -> list[str]:
         return self.command(foreground=True)
 
-    def prepare(self) -> bool:
-        """Nothing to make before the first start."""
-        return False
-
     def running(self) -> bool:
         return pid_alive(self.pidfile)
 
@@ -270,7 +266,8 @@ class Dedicated:
 
 def for_templates(install: Install) -> dict[str, Dedicated]:
     """name -> what the templates render for it. A program not installed when rendering
-    still renders (its Debian path), with a note that `deploytool check` reports."""
+    still renders, as a placeholder command with a note saying how to install it; `deploytool
+    check` fails on it (systemd-analyze verify, the supervisor check: no such file)."""
     found = {}
     for server in for_install(install):
         try:
