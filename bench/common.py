@@ -24,11 +24,12 @@ from conftest import (  # noqa: E402  (the tests' folder is on the path only fro
     Stack,
     ensure_project_user,
     ensure_project_venv,
+    local_settings,
     run,
     tool,
 )
 
-__all__ = ["Stack", "ensure_project_user", "ensure_project_venv", "run", "tool"]
+__all__ = ["Stack", "ensure_project_user", "ensure_project_venv", "local_settings", "run", "tool"]
 
 VENV_NAME = "env3.11"  # the default python_version's venv name in a baked project
 # Debian packages the scripts run, installed when missing (as tests/run.sh does).

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import runpy
 import shutil
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from common import (  # noqa: E402
     ensure_programs,
     ensure_project_user,
     ensure_project_venv,
+    local_settings,
     require_free,
     require_root,
     stack_up,
@@ -153,7 +153,7 @@ def shellcheck(stack: Stack) -> Row:
 
 def secrets_of(stack: Stack) -> dict[str, str]:
     """The install's secrets, as text that must never reach git."""
-    settings = runpy.run_path(str(stack.project / "etc/settings_local.py"))
+    settings = local_settings(stack.project)
     found = {"SECRET_KEY": str(settings["SECRET_KEY"])}
     database = settings["DATABASES"]["default"]
     if database.get("PASSWORD"):
@@ -203,6 +203,62 @@ def secret_modes(stack: Stack) -> Row:
     wrong = [f"{path.name} {path.stat().st_mode & 0o777:o}" for path in present if path.stat().st_mode & 0o777 != 0o600]
     result = f"{len(present)} files, " + (f"not 600: {', '.join(wrong)}" if wrong else "all 600")
     return Row("modes of local secret files", "", result, "600", not wrong and len(present) >= 4)
+
+
+def outsider_probes(stack: Stack) -> Row:
+    """What tests/test_stack.py's attacks try, as nobody: the app server (uwsgi exec packet or
+    /admin/ straight to gunicorn) on its socket and port, the stats, the caches, PostgreSQL's
+    socket, and reading the secrets, the TLS key, the database and the logs."""
+    from probes import attempt, exec_packet, http_get  # tests/ is on the path (common.py)
+
+    env = stack.env
+    marker = Path(tempfile.gettempdir()) / f"dj-layout-report-{stack.site}-outsider-ran"
+    packet = exec_packet(marker) if env["APP_SERVER"] == "uwsgi" else http_get("/admin/", stack.site)
+    run_dir = Path(env["RUN_DIR"])
+    expected: list[tuple[tuple[str, str | Path, str], str]] = [
+        (("unix", env["APP_SOCKET"], packet), "EACCES"),
+        (("tcp", env["PORT_APP"], packet), "ECONNREFUSED"),
+        (("read", stack.project / "etc/settings_local.py", ""), "EACCES"),
+        (("read", stack.project / "etc/htpasswd", ""), "EACCES"),
+        (("read", stack.sandbox / f"etc/ssl/sandbox/{stack.site}/privkey.pem", ""), "EACCES"),
+        (("read", Path(env["LOG_DIR"]) / "nginx.access.log", ""), "EACCES"),
+        (("list", stack.project, ""), "EACCES"),
+    ]
+    if env["APP_SERVER"] == "uwsgi":
+        expected += [(("unix", env["STATS_SOCKET"], ""), "EACCES"), (("tcp", env["PORT_STATS"], ""), "ECONNREFUSED")]
+    if (stack.project / "data/db.sqlite3").exists():
+        expected.append((("read", stack.project / "data/db.sqlite3", ""), "EACCES"))
+    if (stack.project / "data/postgresql").exists():
+        expected.append((("unix", run_dir / f".s.PGSQL.{env['PORT_POSTGRESQL']}", ""), "EACCES"))
+    seen = attempt([probe for probe, _ in expected])
+    failed = [f"{probe[0]} {probe[1]}: {got}" for (probe, want), got in zip(expected, seen, strict=True) if got != want]
+    if marker.exists():
+        failed.append(f"{marker} was created")
+    result = f"{len(expected) - len(failed)} of {len(expected)} refused" + (
+        f"; got in: {'; '.join(failed)}" if failed else ""
+    )
+    return Row("probes by another account (nobody) refused", "", result, "all", not failed)
+
+
+def open_files(stack: Stack) -> Row:
+    """Files the running stack made that another account could read: under data/, media/, the
+    logs and the run dir, all made with umask 0027 (the SQLite file 600). etc/'s secrets have
+    their own row; its rendered configs are no secret (and etc/ itself is 0700)."""
+    env = stack.env
+    folders = [stack.project / "data", stack.project / "media", Path(env["LOG_DIR"]), Path(env["RUN_DIR"])]
+    # Pid files aside: gunicorn chmods its own to 644, and a pid is no secret (the run dir is 0750).
+    files = [
+        path
+        for folder in folders
+        for path in folder.rglob("*")
+        if path.is_file() and not path.is_symlink() and path.suffix != ".pid"
+    ]
+    open_ = [str(path) for path in files if path.stat().st_mode & 0o007]
+    database = stack.project / "data/db.sqlite3"
+    if database.exists() and database.stat().st_mode & 0o777 != 0o600:
+        open_.append(f"{database} {database.stat().st_mode & 0o777:o}")
+    result = f"{len(open_)} of {len(files)} open to others" + (f" ({', '.join(open_)[:300]})" if open_ else "")
+    return Row("install files readable by other accounts", "", result, "0", not open_ and len(files) > 5)
 
 
 # ---- bad input ----------------------------------------------------------------------------------
@@ -305,7 +361,8 @@ def report() -> list[Row]:
     rows: list[Row] = []
     with ExitStack() as stacks:
         for name, stack in installs(user, venv, stacks):
-            for check in (check_deploy, systemd_exposure, tls_profile, shellcheck, secrets_in_history, secret_modes):
+            checks = (check_deploy, systemd_exposure, tls_profile, shellcheck, secrets_in_history, secret_modes)
+            for check in (*checks, outsider_probes, open_files):
                 row = check(stack)
                 row.install = name
                 rows.append(row)

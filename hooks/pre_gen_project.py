@@ -25,8 +25,14 @@ HIGHEST_START = (PORT_MAX - BLOCK_SIZE + 1) // 10 * 10  # 65480
 # Names a project package must not take: it sits first on sys.path beside these.
 REPO_NAMES = {"deploytool", "etc", "bin", "static", "media", "data", "logs", "backups", "env", "tests",
               "manage"}
-DEPENDENCIES = {"django", "asgiref", "sqlparse", "uwsgi", "gunicorn", "psycopg", "psycopg2", "redis",
-                "pymemcache", "jinja2"}
+# Top-level modules of every pinned requirement (requirements.txt and -dev, and what they
+# pull in); tests/test_answers.py checks the list against a venv of the pins.
+DEPENDENCIES = {"django", "asgiref", "sqlparse", "uwsgi", "uwsgidecorators", "gunicorn", "packaging", "psycopg",
+                "psycopg_binary", "psycopg2", "redis", "async_timeout", "pymemcache", "jinja2", "markupsafe",
+                "pytest", "_pytest", "py", "pluggy", "iniconfig", "pygments", "pytest_django", "ruff", "fabric",
+                "paramiko", "invoke", "cryptography", "bcrypt", "nacl", "_sodium", "cffi", "_cffi_backend",
+                "pycparser", "decorator", "deprecated", "wrapt", "typing_extensions", "pip", "setuptools",
+                "pkg_resources", "_distutils_hack", "debian", "tzdata"}
 # Accounts the distribution or a service already owns; services never run as root.
 SYSTEM_USERS = {"root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
                 "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt", "messagebus", "sshd",
@@ -36,6 +42,14 @@ SYSTEM_USERS = {"root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "m
 RESERVED_SLUGS = set(sys.stdlib_module_names) | {"test"} | REPO_NAMES | DEPENDENCIES  # the list omits test
 
 LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"  # RFC 1123, lowercase
+# The longest site name an install gets is "stage.<domain>"; it is the certificate's common
+# name, which X.509 limits to 64 characters.
+CN_MAX = 64
+LONGEST_PREFIX = len("stage.")
+# nginx's upstream zone (64k, site.conf) holds this many servers with room to spare: nginx
+# 1.22 started with 60 and failed with 70 ("no memory in upstream zone").
+MAX_UPSTREAMS = 32
+PRIVATE_RULE = "a private unicast IPv4 address (10/8, 172.16/12, 192.168/16) or a host name other than localhost"
 UPSTREAM = re.compile(r"(?P<host>[^\s:,]+)(?::(?P<port>[0-9]+))?(?:\s+weight=(?P<weight>[0-9]+))?")
 
 Check = Callable[[object], bool]
@@ -84,8 +98,22 @@ def is_block_start(value: object) -> bool:
     return start is not None and start % 10 == 0 and LOWEST_START <= start <= HIGHEST_START
 
 
+def is_private_ipv4(value: str) -> bool:
+    address = ipaddress.IPv4Address(value)
+    return address.is_private and not (
+        address.is_loopback or address.is_unspecified or address.is_link_local or address.is_multicast
+        or address.is_reserved
+    )
+
+
 def is_upstream(item: re.Match[str] | None) -> bool:
-    if item is None or not (is_hostname(item["host"]) or is_ipv4(item["host"])):
+    if item is None:
+        return False
+    host = item["host"]
+    if is_ipv4(host):
+        if not is_private_ipv4(host):
+            return False
+    elif not is_hostname(host) or re.fullmatch(r"[0-9.]+", host) or host == "localhost" or host.endswith(".localhost"):
         return False
     port, weight = item["port"], item["weight"]
     return (port is None or 0 < (as_int(port) or 0) <= 65535) and (weight is None or bool(as_int(weight)))
@@ -99,6 +127,16 @@ def are_upstreams(value: object) -> bool:
     return all(is_upstream(item) for item in items) and len(set(servers)) == len(servers)
 
 
+def few_upstreams(value: object) -> bool:
+    return not isinstance(value, str) or len([item for item in value.split(",") if item.strip()]) <= MAX_UPSTREAMS
+
+
+def is_plain_text(value: object) -> bool:
+    """No control characters (a newline ends a comment) and no template markup."""
+    # \x7b and \x7d are the braces: written out, cookiecutter's Jinja would read this line.
+    return isinstance(value, str) and not re.search(r"[\x00-\x1f\x7f]|\x7b[\x7b%#]|[\x7d%#]\x7d", value)
+
+
 def choice(answer: str, *choices: str) -> tuple[str, Check, str]:
     return answer, (lambda value: value in choices), "must be one of " + ", ".join(choices)
 
@@ -107,6 +145,9 @@ def choice(answer: str, *choices: str) -> tuple[str, Check, str]:
 # fmt: off
 RULES: tuple[tuple[str, Check, str], ...] = (
     ("project_name", lambda value: isinstance(value, str) and value.strip() != "", "must not be empty"),
+    ("project_name", is_plain_text,
+     "must be one line of plain text: no control characters (newline, tab) and no template markup (a brace "
+     "followed by a brace, % or #)"),
     ("project_slug", is_identifier,
      "must be a Python identifier of a-z, 0-9 and '_' that starts with a letter and is not a keyword"),
     ("project_slug", lambda value: value not in RESERVED_SLUGS,
@@ -115,6 +156,9 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     ("domain", is_domain,
      ("must be a lowercase host name: two or more dot-separated labels of a-z, 0-9 and '-' (no '-' at "
       "either end, 63 characters each, 253 in all); no scheme, port, path, trailing dot or IP address")),
+    ("domain", lambda value: len(str(value)) + LONGEST_PREFIX <= CN_MAX,
+     (f"must be at most {CN_MAX - LONGEST_PREFIX} characters: the stage install's name, stage.<domain>, is "
+      f"the certificate's common name, which holds {CN_MAX}")),
     ("user", matches(r"[a-z_][a-z0-9_-]{0,31}"),
      "must be a Unix user name: a-z or '_', then up to 31 of a-z, 0-9, '_' and '-'"),
     ("user", lambda value: value not in SYSTEM_USERS,
@@ -133,8 +177,11 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     ("certbot_email", lambda value: value == "" or matches(r"[^@\s]+@[^@\s]+\.[^@\s]+")(value),
      "must be empty or an e-mail address (one '@', no spaces)"),
     ("app_upstreams", are_upstreams,
-     ("must be empty or comma-separated 'host[:port][ weight=N]' items: host a host name or IPv4 "
-      "address, port 1-65535, N at least 1, no host:port twice")),
+     ("must be empty or comma-separated 'host[:port][ weight=N]' items: host " + PRIVATE_RULE + " (the app "
+      "servers have no authentication: never public, loopback or 0.0.0.0), port 1-65535, N at least 1, "
+      "no host:port twice")),
+    ("app_upstreams", few_upstreams,
+     f"names more than {MAX_UPSTREAMS} app servers, which nginx's shared upstream zone is sized for"),
     choice("balancing", "round_robin", "least_conn", "ip_hash"),
 )
 # fmt: on

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import http.client
 import json
 import os
 import pwd
 import re
-import runpy
 import shutil
 import socket
 import ssl
@@ -111,11 +111,31 @@ def bake_project(cookies_session: Any, project_user: str) -> Iterator[Any]:
     yield bake
 
 
+def local_settings(project: Path) -> dict[str, Any]:
+    """The literal settings of a baked install's settings_local.py (SECRET_KEY, DATABASES, …),
+    parsed as deploytool reads them: the file imports deploytool, which a test need not."""
+
+    def literal(node: ast.expr) -> Any:
+        if isinstance(node, ast.Dict):  # keep the literal entries of a dict
+            entries = [(literal(k), literal(v)) for k, v in zip(node.keys, node.values, strict=True) if k]
+            return {k: v for k, v in entries if k is not None and v is not None}
+        try:
+            return ast.literal_eval(node)
+        except ValueError:
+            return None  # a computed value (paths from ROOT, sockets from the layout)
+
+    found: dict[str, Any] = {}
+    for node in ast.parse((project / "etc/settings_local.py").read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            found[node.targets[0].id] = literal(node.value)
+    return found
+
+
 @contextmanager
 def postgresql_for(project: Path, user: str) -> Iterator[None]:
     """A throwaway PostgreSQL cluster, run by the project user, where the install's
     settings_local.py says the database is (127.0.0.1, its port of the block)."""
-    db = runpy.run_path(str(project / "etc/settings_local.py"))["DATABASES"]["default"]
+    db = local_settings(project)["DATABASES"]["default"]
     bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     assert bins, "PostgreSQL is not installed: apt-get install postgresql (tests/run.sh does)"
     bindir = bins[-1].parent
@@ -178,11 +198,24 @@ class Stack:
     def deploytool(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.as_user(self.project / "env3.11/bin/python", "-m", "deploytool", *args, check=check)
 
-    def deploytool_as_root(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [self.project / "env3.11/bin/python", "-m", "deploytool", *args]
+    def deploytool_as_root(
+        self, *args: str, check: bool = True, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """deploytool as root, from root's own copy of the code (``cwd``, made when not given)
+        with the root-owned venv: never the user's checkout or its env3.11 link."""
+        argv = [ensure_project_venv() / "bin/python", "-m", "deploytool", "--root", self.project, *args]
+        where = cwd or root_copy(self.project)
         if check:
-            return run(argv, cwd=self.project)
-        return subprocess.run([str(a) for a in argv], cwd=self.project, capture_output=True, text=True)
+            return run(argv, cwd=where)
+        return subprocess.run([str(a) for a in argv], cwd=where, capture_output=True, text=True)
+
+    def system_part(
+        self, system_root: Path, check: bool = True, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The server install's system part into ``system_root`` (standing for /): the user
+        points the install there (init --system-root), root installs from its own copy."""
+        self.deploytool("init", "--install-type", self.env["INSTALL_TYPE"], "--system-root", str(system_root))
+        return self.deploytool_as_root("install", "--root", str(system_root), "--part", "system", check=check, cwd=cwd)
 
     def https_get(
         self, path: str = "/", headers: dict[str, str] | None = None, host: str | None = None
@@ -217,6 +250,18 @@ class Stack:
                 if fields[3] == "0A" and base <= port < base + 10:
                     found.add(port)
         return sorted(found)
+
+
+def root_copy(project: Path) -> Path:
+    """What the admin makes for the system part: a copy of the project's code that only root
+    can change (on a server, a clone of the repository at the install's revision)."""
+    copy = Path(tempfile.mkdtemp(prefix="dj-layout-rootcopy-"))  # root's, 0700
+    for part in ("deploytool", "etc/templates"):
+        shutil.copytree(project / part, copy / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(project / "etc/project.json", copy / "etc/project.json")
+    run(["chown", "-R", "root:root", copy])
+    run(["chmod", "-R", "go-w", copy])
+    return copy
 
 
 def _exchange(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
+import subprocess
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -93,7 +95,7 @@ def test_every_answer_has_a_rule_and_every_choice_passes() -> None:
         ("domain", "baz.example"),
         ("domain", "www.a-b.example.com"),
         ("domain", "xn--80ak6aa92e.com"),
-        ("domain", "a" * 63 + ".example"),
+        ("domain", "a" * 50 + ".example"),  # 58: stage.<domain> is 64, a certificate's CN
         ("user", "baz-www"),
         ("user", "_baz"),
         ("user", "b" * 32),
@@ -108,7 +110,8 @@ def test_every_answer_has_a_rule_and_every_choice_passes() -> None:
         ("certbot_email", "ops@baz.example"),
         ("app_upstreams", "10.0.0.1"),
         ("app_upstreams", "app1:60001 weight=3, app2:60001"),
-        ("app_upstreams", "localhost:60001,127.0.0.1:60011"),
+        ("app_upstreams", "10.0.0.11:60001, 192.168.1.5:60011 weight=2"),
+        ("app_upstreams", ",".join(f"10.0.0.{n}" for n in range(1, 33))),  # 32: what the zone holds
     ],
 )
 def test_good_answer_passes(key: str, value: object) -> None:
@@ -169,6 +172,23 @@ BAD = [
     ({"app_upstreams": "http://app1"}, "app_upstreams=http://app1: must be empty or comma-separated"),
     ({"app_upstreams": "app1:8000, app1:8000 weight=2"}, 'app_upstreams="app1:8000, app1:8000 weight=2": '),
     ({"app_upstreams": "300.1.1.1"}, "app_upstreams=300.1.1.1: must be empty or comma-separated"),
+    # The app servers have no authentication: never public, loopback or every address.
+    ({"app_upstreams": "127.0.0.1:60011"}, "app_upstreams=127.0.0.1:60011: must be empty or comma-separated"),
+    ({"app_upstreams": "localhost"}, "app_upstreams=localhost: must be empty or comma-separated"),
+    ({"app_upstreams": "0.0.0.0"}, "app_upstreams=0.0.0.0: must be empty or comma-separated"),
+    ({"app_upstreams": "8.8.8.8:60001"}, "app_upstreams=8.8.8.8:60001: must be empty or comma-separated"),
+    ({"app_upstreams": "224.0.0.1"}, "app_upstreams=224.0.0.1: must be empty or comma-separated"),
+    ({"app_upstreams": "169.254.1.1"}, "app_upstreams=169.254.1.1: must be empty or comma-separated"),
+    (
+        {"app_upstreams": ",".join(f"10.0.0.{n}" for n in range(1, 34))},
+        'app_upstreams="10.0.0.1,10.0.0.2,',
+    ),
+    # Answers that would break later: a certificate's CN, a comment line, a shadowed module.
+    ({"domain": "a" * 51 + ".example"}, f"domain={'a' * 51}.example: must be at most 58 characters"),
+    ({"project_name": "Baz\nimport os", "project_slug": "baz"}, 'project_name="Baz\\nimport os": must be one line'),
+    ({"project_slug": "paramiko"}, "project_slug=paramiko: would shadow a module"),
+    ({"project_slug": "markupsafe"}, "project_slug=markupsafe: would shadow a module"),
+    ({"project_slug": "pytest"}, "project_slug=pytest: would shadow a module"),
 ]
 
 
@@ -237,3 +257,45 @@ def test_lowest_and_highest_block_start_bake(cookies: Any, start: int) -> None:
     assert result.exit_code == 0, result.exception
     recorded = json.loads((result.project_path / "etc" / "project.json").read_text(encoding="utf-8"))
     assert recorded["port_block_start"] == start
+
+
+def test_too_many_upstreams_is_its_own_rule() -> None:
+    many = ",".join(f"10.0.0.{n}" for n in range(1, 34))
+    assert hook.errors(answers(app_upstreams=many)) == [
+        f'app_upstreams="{many}": names more than 32 app servers, which nginx\'s shared upstream zone is sized for'
+    ]
+
+
+def test_slug_rule_covers_every_module_of_the_pinned_requirements(project_venv: Path) -> None:
+    """Each top-level module a pinned requirement installs (read from a venv of the pins)."""
+    script = (
+        "import importlib.metadata as m\n"
+        "for d in m.distributions():\n"
+        "    top = d.read_text('top_level.txt')\n"
+        "    names = top.split() if top else [str(f).split('/')[0].removesuffix('.py') for f in d.files or []]\n"
+        "    print('\\n'.join(n for n in names if n.isidentifier() and not n.startswith('__')))\n"
+    )
+    proc = subprocess.run([project_venv / "bin/python", "-c", script], capture_output=True, text=True, check=True)
+    modules = {name.lower() for name in proc.stdout.split()}
+    assert modules and modules - hook.DEPENDENCIES == set()
+
+
+def test_a_name_with_quotes_and_backslashes_bakes_valid_python_and_html(cookies: Any) -> None:
+    name = 'Baz\'s "Big" \\ Project \'\'\' """ <b>'
+    result = cookies.bake(extra_context={"project_name": name, "project_slug": "baz"}, template=str(TEMPLATE))
+    assert result.exit_code == 0, result.exception
+    package = Path(result.project_path) / "baz"
+    for module in ("settings.py", "urls.py"):
+        tree = ast.parse((package / module).read_text(encoding="utf-8"))
+        assert name in (ast.get_docstring(tree) or ""), module
+    html = (package / "templates/baz/home.html").read_text(encoding="utf-8")
+    assert "<b>" not in html and "&lt;b&gt;" in html
+
+
+def test_template_markup_in_a_name_is_refused() -> None:
+    """cookiecutter renders a typed answer once; markup that survives (a replay file, a
+    --replay of an older bake) would be rendered again in the generated files."""
+    assert hook.errors({**answers(), "project_name": "Baz {{ 7*7 }}"}) == [
+        'project_name="Baz {{ 7*7 }}": must be one line of plain text: no control characters (newline, tab) and '
+        "no template markup (a brace followed by a brace, % or #)"
+    ]

@@ -41,7 +41,7 @@ MATRIX: dict[str, dict[str, Any]] = {
         "app_server": "gunicorn",
         "process_manager": "systemd",
         "database": "postgresql",
-        "app_upstreams": "127.0.0.1 weight=3, 127.0.0.2",
+        "app_upstreams": "192.168.10.1 weight=3, 192.168.10.2",
     },
     "stage-uwsgi-systemd-memcached": {
         "install_type": "stage",

@@ -438,17 +438,20 @@ def test_app_servers_listen_on_their_private_address_only(fleet: Fleet) -> None:
         assert f"socket: {address}:{APP_PORT}" in (node.root / "etc/uwsgi.yaml").read_text()
         app = [listen for listen in node.listening() if listen[1] == APP_PORT]
         assert app == [(address, APP_PORT)], app  # not 127.0.0.1, not 0.0.0.0
-        # The stats server and the sandbox nginx stay on loopback.
-        assert ("127.0.0.1", BLOCK + 2) in node.listening() and ("127.0.0.1", HTTPS_PORT) in node.listening()
-    assert fleet.lb.env["APP_BIND"] == "127.0.0.1"  # the default
+        # The sandbox nginx stays on loopback; the stats server is on a unix socket only.
+        assert ("127.0.0.1", HTTPS_PORT) in node.listening()
+        assert not [listen for listen in node.listening() if listen[1] == BLOCK + 2]
+        assert Path(node.env["STATS_SOCKET"]).is_socket()
+    assert fleet.lb.env["APP_BIND"] == ""  # the default: the app server on its unix socket
+    assert Path(fleet.lb.env["APP_SOCKET"]).is_socket()
 
 
 @pytest.mark.parametrize(
     ("address", "message"),
     [
-        ("0.0.0.0", "app bind address 0.0.0.0 is every address"),
+        ("0.0.0.0", "app bind address (--app-bind) 0.0.0.0 is the unspecified address"),
         ("192.0.2.0/24", "is not an IP address"),
-        ("8.8.8.8", "app bind address 8.8.8.8 is public"),
+        ("8.8.8.8", "app bind address (--app-bind) 8.8.8.8 is a public address"),
         ("10.213.0.99", "--app-bind 10.213.0.99: not an address of this host"),
     ],
 )

@@ -4,6 +4,7 @@ tmpfiles.d line, and bad situations that must leave the previous state working."
 from __future__ import annotations
 
 import configparser
+import grp
 import json
 import os
 import pwd
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import GENERATED as TEMPLATE_GENERATED
-from conftest import Stack, bake_for_user, run, running_stack, tool
+from conftest import Stack, bake_for_user, root_copy, run, running_stack, tool
 from unitsandbox import as_the_unit, in_the_units_sandbox
 
 BLOCK = 62050  # a block of its own: other test modules use other blocks
@@ -47,7 +48,7 @@ def mode(path: Path) -> int:
 def test_install_into_an_empty_root_then_again_changes_nothing(baked: Stack) -> None:
     root = baked.project.parent / "system"  # where the project user can look, as under /
     root.mkdir()
-    first = baked.deploytool_as_root("install", "--root", str(root), "--part", "system")
+    first = baked.system_part(root)
     site, service, user = baked.site, baked.env["SERVICE"], baked.user
     answers = baked.answers
     where = f"{user}/{answers['domain']}/pro"
@@ -74,15 +75,31 @@ def test_install_into_an_empty_root_then_again_changes_nothing(baked: Stack) -> 
     for folder in (f"var/log/{where}", f"var/backups/{where}", f"run/{site}"):
         assert (owner(root / folder), mode(root / folder)) == (user, 0o750), folder
     assert (root / "var/www/letsencrypt").is_dir()
-    # The links in the install point into the new root.
+    # The links in the install point into the new root (made by the user's init).
     assert os.readlink(baked.project / "logs") == str(root / f"var/log/{where}")
+    # nginx's group may pass through the checkout and read static/ and media/, nothing else.
+    for folder, bits in ((".", 0o710), ("static", 0o2750), ("media", 0o2750), ("data", 0o700), ("etc", 0o700)):
+        path = baked.project / folder
+        group = "www-data" if bits & 0o070 else baked.user
+        assert (owner(path), mode(path)) == (baked.user, bits), folder
+        assert grp.getgrgid(path.stat().st_gid).gr_name == group or not bits & 0o070, folder
+    socket_dir = root / f"run/{site}.app"
+    assert (owner(socket_dir), mode(socket_dir), grp.getgrgid(socket_dir.stat().st_gid).gr_name) == (
+        user,
+        0o2750,
+        "www-data",
+    )
+    # What root installed is recorded where only root writes, relative to the system root.
+    record = root / f"var/lib/dj-layout/{site}/installed.list"
+    assert (owner(record.parent), mode(record.parent)) == ("root", 0o700)
+    assert f"etc/logrotate.d/{site}" in record.read_text().split()
     assert f"installed {root}/etc/logrotate.d/{site}" in first.stdout
     # The user's part: venv (already there), requirements, migrate, collectstatic.
     user_part = baked.deploytool("install", "--part", "user").stdout
     assert "applied migrations" in user_part and "collected static files" in user_part
     assert (baked.project / "static/staticfiles.json").exists()
     # Again: nothing changes.
-    assert "no change" in baked.deploytool_as_root("install", "--root", str(root), "--part", "system").stdout
+    assert "no change" in baked.system_part(root).stdout
     assert "no change" in baked.deploytool("install", "--part", "user").stdout
 
 
@@ -169,18 +186,22 @@ def test_a_changed_answer_leaves_no_stale_config(baked: Stack) -> None:
     """gunicorn instead of uWSGI: the uWSGI unit and config go, from etc/ and from /etc."""
     root = baked.project.parent / "system"
     root.mkdir()
-    baked.deploytool_as_root("install", "--root", str(root), "--part", "system")
+    copy = root_copy(baked.project)
+    baked.system_part(root, cwd=copy)
     old_unit = f"etc/systemd/system/{baked.env['SERVICE']}.service"
     assert (baked.project / old_unit).is_file() and (root / old_unit).is_file()
-    project_json = baked.project / "etc/project.json"
-    answers = json.loads(project_json.read_text())
-    project_json.write_text(json.dumps({**answers, "app_server": "gunicorn"}))
-    templates = baked.project / "etc/templates"
-    (templates / "gunicorn.conf.py.j2").write_text(
-        (TEMPLATE_GENERATED / "etc/templates/gunicorn.conf.py.j2").read_text()
-    )
-    (templates / "uwsgi.yaml.j2").unlink()  # as the post-gen hook prunes it for gunicorn
-    out = baked.deploytool_as_root("install", "--root", str(root), "--part", "system").stdout
+    # The new revision, in the user's checkout and in root's copy alike (both pulled it).
+    for checkout in (baked.project, copy):
+        project_json = checkout / "etc/project.json"
+        answers = json.loads(project_json.read_text())
+        project_json.write_text(json.dumps({**answers, "app_server": "gunicorn"}))
+        templates = checkout / "etc/templates"
+        (templates / "gunicorn.conf.py.j2").write_text(
+            (TEMPLATE_GENERATED / "etc/templates/gunicorn.conf.py.j2").read_text()
+        )
+        (templates / "uwsgi.yaml.j2").unlink()  # as the post-gen hook prunes it for gunicorn
+    run(["chown", "-R", f"{baked.user}:{baked.user}", baked.project / "etc"])
+    out = baked.system_part(root, cwd=copy).stdout
     new_unit = old_unit.replace("_uwsgi.service", "_gunicorn.service")
     assert not (baked.project / old_unit).exists() and not (root / old_unit).exists(), out
     assert not (baked.project / "etc/uwsgi.yaml").exists()
@@ -216,8 +237,10 @@ def dedicated_commands(root: Path, site: str, manager: str) -> dict[str, tuple[l
     return found
 
 
-def answers_on(port: int, ask: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+def answers_on(path: Path, ask: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(5)
+        conn.connect(str(path))
         conn.sendall(ask)
         return conn.recv(100)
 
@@ -246,7 +269,7 @@ def test_dedicated_servers_run_from_their_units(
     try:
         root = project.parent / "system"
         root.mkdir()
-        stack.deploytool_as_root("install", "--root", str(root), "--part", "system")
+        stack.system_part(root)
         stack = Stack(project, project_user)  # env.conf now names the root
         commands = dedicated_commands(root, stack.site, manager)
         assert sorted(commands) == sorted(["postgresql", cache])
@@ -262,22 +285,23 @@ def test_dedicated_servers_run_from_their_units(
             for name, (argv, _, unit) in commands.items():
                 if manager == "systemd":  # under the unit's hardening, rebuilt by hand
                     loader = project.parent / f"seccomp_exec_{name}.py"
-                    argv = in_the_units_sandbox(unit, project_venv, as_the_unit(project_user, loader, *argv))
+                    argv = in_the_units_sandbox(unit, project_venv, as_the_unit(project_user, loader, *argv, unit=unit))
                     servers[name] = subprocess.Popen(argv, cwd=project, stdout=log, stderr=log)
                 else:
                     servers[name] = subprocess.Popen(
                         argv, cwd=project, user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=log, stderr=log
                     )
-        ports = {"postgresql": int(stack.env["PORT_POSTGRESQL"]), cache: int(stack.env[f"PORT_{cache.upper()}"])}
+        # PostgreSQL on its port (password required); the cache on a unix socket only.
+        cache_socket = Path(stack.env["RUN_DIR"]) / f"{cache}.sock"
         deadline = time.monotonic() + 30
-        while sorted(stack.listening()) != sorted(ports.values()):
+        while stack.listening() != [int(stack.env["PORT_POSTGRESQL"])] or not cache_socket.is_socket():
             assert time.monotonic() < deadline, (stack.listening(), output.read_text())
             time.sleep(0.2)
 
         second = stack.deploytool("install", "--part", "user")
         assert "applied migrations" in second.stdout, second.stdout
         ask = {"redis": (b"PING\r\n", b"+PONG"), "memcached": (b"version\r\n", b"VERSION ")}[cache]
-        assert answers_on(ports[cache], ask[0]).startswith(ask[1])
+        assert answers_on(cache_socket, ask[0]).startswith(ask[1])
 
         for name, (_, stop, _) in commands.items():
             servers[name].send_signal(stop)

@@ -347,7 +347,8 @@ def test_a_second_install_type_runs_beside_the_first(lifecycle: Lifecycle, proje
         base = int(second.env["BASE_PORT"])
         assert base == BLOCK + (10 if kind == "stage" else 20)
         mine = second.listening()
-        assert {int(second.env["PORT_HTTPS"]), int(second.env["PORT_APP"])} <= set(mine)
+        assert {int(second.env["PORT_HTTPS"]), int(second.env["PORT_HTTP"])} <= set(mine)
+        assert second.env["APP_SOCKET"] != first.env["APP_SOCKET"]  # each its own app server socket
         assert all(base <= port < base + 10 for port in mine) and not set(mine) & set(first.listening())
         # Both serve at once, each its own database.
         assert first.https_get("/")[0] == 200 and second.https_get("/")[0] == 200

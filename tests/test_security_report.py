@@ -25,6 +25,8 @@ ROWS = [
             "shellcheck",
             "secrets in git history after bake + commit",
             "modes of local secret files",
+            "probes by another account (nobody) refused",
+            "install files readable by other accounts",
         )
         for install in ("stage", "pro")
     ],

@@ -8,17 +8,21 @@ import gzip
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Stack, running_stack, tool
+from conftest import Stack, local_settings, running_stack, tool
+from probes import ATTACKER, exec_packet, http_get
+from probes import attempt as probe
 
 # Each app server under each process manager's semantics (systemd's is run by
 # bin/uwsgictl.sh in the sandbox), each database and cache, dev and production settings.
@@ -214,13 +218,17 @@ def test_cache_round_trips_through_the_dedicated_server(stack: Stack) -> None:
         return
     code = "from django.core.cache import cache; cache.set('probe', 'from-django', 60); print(cache.make_key('probe'))"
     key = stack.as_user(stack.project / "env3.11/bin/python", "manage.py", "shell", "-c", code).stdout.split()[-1]
+    sock = Path(stack.env["RUN_DIR"]) / f"{cache}.sock"  # no TCP: a unix socket, the user's only
+    assert not {int(stack.env["PORT_REDIS"]), int(stack.env["PORT_MEMCACHED"])} & set(stack.listening())
     if cache == "redis":
         raw = subprocess.run(
-            [tool("redis-cli"), "-p", stack.env["PORT_REDIS"], "--raw", "GET", key], capture_output=True, check=True
+            [tool("redis-cli"), "-s", sock, "--raw", "GET", key], capture_output=True, check=True
         ).stdout
         assert b"from-django" in raw  # pickled by Django: the string is inside
     else:
-        with socket.create_connection(("127.0.0.1", int(stack.env["PORT_MEMCACHED"])), timeout=5) as conn:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(5)
+            conn.connect(str(sock))
             conn.sendall(f"get {key}\r\n".encode())
             answer = conn.recv(4096)
         assert answer.startswith(b"VALUE ") and b"from-django" in answer
@@ -323,3 +331,93 @@ def test_uwsgictl_drives_the_running_stack(stack: Stack) -> None:
     assert app_pid(stack) != pid and stack.https_get("/")[0] == 200
     app(stack, "start")  # back under the process manager (it takes over a hand-started server)
     wait(lambda: stack.https_get("/")[0] == 200, "the site under its process manager again")
+
+
+# ---- other local accounts: the attacker on a shared server -------------------------------------
+
+
+@pytest.fixture
+def drop_box() -> Iterator[Path]:
+    """A folder every account may write to (as /tmp is), for markers an attack would create."""
+    folder = Path(tempfile.mkdtemp(prefix="dj-layout-probe-"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_outsider_cannot_reach_the_app_server(stack: Stack, drop_box: Path) -> None:
+    """As nobody: the uwsgi exec packet and a direct /admin/ request, on the app's unix socket
+    and on its (reserved, unused) port: refused before a byte reaches the app server."""
+    socket_path, port, site = stack.env["APP_SOCKET"], stack.env["PORT_APP"], stack.site
+    marker = drop_box / "outsider-ran-a-command"
+    packet = exec_packet(marker) if stack.answers["app_server"] == "uwsgi" else http_get("/admin/", site)
+    seen = probe([("unix", socket_path, packet), ("tcp", port, packet), ("list", stack.env["SOCKET_DIR"], "")])
+    assert seen == ["EACCES", "ECONNREFUSED", "EACCES"]
+    time.sleep(0.5)  # a command uWSGI had been made to run would have touched it by now
+    assert not marker.exists()
+    if stack.answers["app_server"] == "uwsgi":
+        stats = probe([("unix", stack.env["STATS_SOCKET"], ""), ("tcp", stack.env["PORT_STATS"], "")])
+        assert stats == ["EACCES", "ECONNREFUSED"]
+        # The same packet from an account let in (the project user) does run the command:
+        # the socket's permissions are all that stops nobody.
+        assert probe([("unix", socket_path, packet)], account=stack.user)[0].startswith("ok:")
+        wait(marker.exists, "the project user's exec packet running its command", 10)
+    # Through nginx, /admin/ still wants the basic-auth password.
+    assert stack.https_get("/admin/")[0] == 401
+
+
+def test_outsider_cannot_read_the_installs_files(stack: Stack) -> None:
+    """As nobody: the database, the secrets, the TLS key, uploads and logs cannot be read; and
+    each file is closed by its own mode too, not only by the folders around it."""
+    upload = stack.project / "media/probe-upload.txt"
+    stack.as_user("sh", "-c", f"umask 0027; echo private > {upload}")
+    log_dir = Path(stack.env["LOG_DIR"])
+    secrets = {
+        "settings_local": stack.project / "etc/settings_local.py",
+        "htpasswd": stack.project / "etc/htpasswd",
+        "admin password": stack.project / "etc/admin_password",
+        "nginx's htpasswd copy": stack.sandbox / f"etc/nginx/htpasswd/{stack.site}",
+        "TLS key": stack.sandbox / f"etc/ssl/sandbox/{stack.site}/privkey.pem",
+        "upload": upload,
+        "nginx log": log_dir / "nginx.access.log",
+        "app log": Path(stack.env["APP_LOG"]),
+    }
+    if stack.answers["database"] == "sqlite":
+        secrets["database"] = stack.project / "data/db.sqlite3"
+    for name, path in secrets.items():
+        assert path.is_file(), name
+    seen = probe([("read", path, "") for path in secrets.values()] + [("list", stack.project, "")])
+    assert seen == ["EACCES"] * (len(secrets) + 1), dict(zip([*secrets, "install root"], seen, strict=True))
+    for name, path in secrets.items():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, f"{name} {path} is open to other accounts"
+    if "database" in secrets:
+        assert stat.S_IMODE(secrets["database"].stat().st_mode) == 0o600
+    for folder in (stack.project, stack.project / "data", stack.project / "etc", log_dir, Path(stack.env["RUN_DIR"])):
+        assert stat.S_IMODE(folder.stat().st_mode) & 0o007 == 0, folder
+    # Every file the running stack wrote (logs, run files, data) was made with umask 0027;
+    # pid files aside: gunicorn chmods its own to 644 (a pid is no secret, the folder is 0750).
+    for folder in (log_dir, Path(stack.env["RUN_DIR"]), stack.project / "data"):
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.suffix != ".pid":
+                assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, path
+
+
+def test_outsider_cannot_use_the_cache_or_the_database(stack: Stack) -> None:
+    run_dir = Path(stack.env["RUN_DIR"])
+    cache = stack.answers["cache"]
+    if cache != "none":
+        ask = {"redis": "PING\r\n", "memcached": "version\r\n"}[cache].encode().hex()
+        sock = run_dir / f"{cache}.sock"
+        seen = probe([("unix", sock, ask), ("tcp", stack.env[f"PORT_{cache.upper()}"], ask)])
+        assert seen == ["EACCES", "ECONNREFUSED"]
+        assert probe([("unix", sock, ask)], account=stack.user)[0].startswith("ok:")  # the owner gets in
+    if stack.answers["database"] == "postgresql":
+        port = stack.env["PORT_POSTGRESQL"]
+        seen = probe([("unix", run_dir / f".s.PGSQL.{port}", "")])
+        assert seen == ["EACCES"]
+        psql = sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))[-1]
+        db = local_settings(stack.project)["DATABASES"]["default"]
+        command = ["runuser", "-u", ATTACKER, "--", psql, "-h", "127.0.0.1", "-p", port, "-U", db["USER"], "-w"]
+        command += ["-d", db["NAME"], "-c", "SELECT 1"]
+        refused = subprocess.run([*map(str, command)], capture_output=True, text=True)
+        assert refused.returncode == 2 and "no password supplied" in refused.stderr, refused.stderr

@@ -129,14 +129,15 @@ class Install:
 
     def request(self, path: str = HEALTH) -> int:
         """The HTTP status of a GET through the app server's own protocol (as nginx sends it)."""
-        port, host = int(self.env["PORT_APP"]), self.env["SITE"]
+        target, host = self.env["APP_SOCKET"], self.env["SITE"]
         if self.app_server == "gunicorn":
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn = http.client.HTTPConnection("localhost", timeout=30)
+            conn.sock = unix_connection(target)
             conn.request("GET", path, headers={"Host": host})
             status = conn.getresponse().status
             conn.close()
             return status
-        return uwsgi_request(port, host, path)
+        return uwsgi_request(target, host, path)
 
     def answers(self) -> bool:
         """Does the app answer 200 yet? (Connection refused while it starts.)"""
@@ -152,7 +153,15 @@ class Install:
             os.kill(pid, signal.SIGKILL)
 
 
-def uwsgi_request(port: int, host: str, path: str) -> int:
+def unix_connection(path: str) -> socket.socket:
+    """A connection to the app server's unix socket, as nginx makes it."""
+    conn = socket.socket(socket.AF_UNIX)
+    conn.settimeout(30)
+    conn.connect(path)
+    return conn
+
+
+def uwsgi_request(target: str, host: str, path: str) -> int:
     """A GET in the uwsgi protocol: a 4-byte header, then the CGI variables."""
     variables = {
         "REQUEST_METHOD": "GET",
@@ -167,7 +176,7 @@ def uwsgi_request(port: int, host: str, path: str) -> int:
     body = b"".join(
         struct.pack("<H", len(k)) + k.encode() + struct.pack("<H", len(v)) + v.encode() for k, v in variables.items()
     )
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+    with unix_connection(target) as conn:
         conn.sendall(struct.pack("<BHB", 0, len(body), 0) + body)
         data = b""
         while chunk := conn.recv(65536):
@@ -206,7 +215,11 @@ def make_install(project_user: str, project_venv: Path) -> Iterator[Callable[...
         run(init, cwd=root)
         env = read_env(root / "etc" / "env.conf")
         (root / env["VENV"]).symlink_to(project_venv)
-        for folder in (env["LOG_DIR"], env["RUN_DIR"]):  # what `deploytool install` and tmpfiles.d make
+        for folder in (
+            env["LOG_DIR"],
+            env["RUN_DIR"],
+            env["SOCKET_DIR"],
+        ):  # what `deploytool install` and tmpfiles.d make
             Path(folder).mkdir(parents=True, exist_ok=True)
         # A slow path in front of Django, to have a request in flight during a stop.
         wsgi = root / root.name / "wsgi.py"  # the project dir is named after the package
@@ -539,12 +552,16 @@ def test_app_server_runs_in_the_units_sandbox(
     # Under /home, like a real install: PrivateTmp hides /tmp.
     install = make_install(app_server, "systemd", parent="/home")
     (unit,) = (install.root / "etc" / "systemd" / "system").glob("*.service")
-    as_unit = as_the_unit(install.user, install.root.parent / "seccomp_exec.py", str(install.root / "bin/uwsgictl.sh"))
+    loader = install.root.parent / "seccomp_exec.py"
+    as_unit = as_the_unit(install.user, loader, str(install.root / "bin/uwsgictl.sh"), unit=unit)
     start = in_the_units_sandbox(unit, project_venv, [*as_unit, "run"])
     server = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         served = wait_for("the app to answer", lambda: server.poll() is not None or install.answers(), 60)
-        assert server.poll() is None and served, f"the server exited: {server.stderr.read() if server.stderr else ''}"
+        if server.poll() is not None or not served:
+            log = Path(install.env["APP_LOG"])
+            said = log.read_text()[-3000:] if log.exists() else ""
+            raise AssertionError(f"the server exited: {server.stderr.read() if server.stderr else ''}\n{said}")
         assert install.master() == server.pid
         # ExecReload and ExecStop run in the service's namespace, under the same restrictions.
         enter = [tool("nsenter"), "--mount", f"--target={server.pid}", "--", *as_unit]

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from conftest import tool
 
-# The unit's SystemCallFilter= and RestrictAddressFamilies=, applied as systemd applies them:
-# allowed: @system-service but @privileged and @resources; any other call fails with EPERM
-# (SystemCallErrorNumber=EPERM); socket() for AF_UNIX, AF_INET and AF_INET6 only.
+# The unit's SystemCallFilter= lines and RestrictAddressFamilies=, applied as systemd applies
+# them: the first line allows, a line with ~ takes away, a later plain one adds back; any
+# other call fails with EPERM (SystemCallErrorNumber=EPERM); socket() for AF_UNIX, AF_INET
+# and AF_INET6 only.
 SECCOMP_EXEC = """
 import os, socket, subprocess, sys
 import seccomp
+FILTERS = %r
 
 listing = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True, text=True, check=True).stdout
 groups, current = {}, None
@@ -35,7 +37,10 @@ def expand(name, seen):
             calls |= expand(item, seen)
     return calls
 
-allowed = expand("@system-service", set()) - expand("@privileged", set()) - expand("@resources", set())
+allowed = set()
+for line in FILTERS:
+    names = set().union(*(expand(name, set()) for name in line.lstrip("~").split()))
+    allowed = allowed - names if line.startswith("~") else allowed | names
 allowed.discard("socket")
 fil = seccomp.SyscallFilter(defaction=seccomp.ERRNO(1))
 for name in allowed:
@@ -98,10 +103,17 @@ def unit_sandbox(unit: Path, venv: Path) -> str:
         """
 
 
-def as_the_unit(user: str, loader: Path, *argv: str) -> list[str]:
+def system_call_filters(unit: Path | None) -> list[str]:
+    """The unit's SystemCallFilter= lines, in order (the app unit's defaults without one)."""
+    if unit is None:
+        return ["@system-service", "~@privileged @resources"]
+    return [line.split("=", 1)[1] for line in unit.read_text().splitlines() if line.startswith("SystemCallFilter=")]
+
+
+def as_the_unit(user: str, loader: Path, *argv: str, unit: Path | None = None) -> list[str]:
     """argv as the unit's User=, without privileges, under its seccomp filter (written to
     ``loader``); each step execs, so the pid stays the same."""
-    loader.write_text(SECCOMP_EXEC)
+    loader.write_text(SECCOMP_EXEC % (system_call_filters(unit),))
     return [
         tool("setpriv"),
         f"--reuid={user}",

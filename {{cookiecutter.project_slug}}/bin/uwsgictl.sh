@@ -29,8 +29,11 @@
 # Exit status: 0 done; 1 failed; 2 usage; status: 0 running, 1 dead with a pid file left,
 # 3 stopped (LSB); reload when not running: 7 (LSB "program is not running").
 set -euo pipefail
+# Everything the app server and this script create (logs, uploads, pid files) is closed to
+# other local accounts: the project user's group at most.
+umask 0027
 
-readonly COMMANDS="start stop restart reload status run"
+readonly COMMANDS="start stop restart reload status run reopen-logs"
 SELF=$(basename -- "${BASH_SOURCE[0]}")
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 ENV_CONF="$ROOT/etc/env.conf"
@@ -52,6 +55,7 @@ commands:
   reload   graceful reload: new code, no request lost, same master pid
   status   print whether it runs and its pid (exit 0 running, 3 stopped)
   run      run it in the foreground (what the systemd unit and supervisor run)
+  reopen-logs  make it reopen its log files (logrotate's postrotate runs this as the user)
 EOF
 }
 
@@ -136,8 +140,14 @@ any_left() {
     return 1
 }
 
-# Is something listening on PORT_APP? Read from /proc: connecting would log a bad request.
+# Is something listening on the app's socket (APP_SOCKET) or port (PORT_APP, with APP_BIND)?
+# Read from /proc: connecting would log a bad request.
 listening() {
+    if [[ -n ${APP_SOCKET:-} ]]; then
+        # /proc/net/unix: flags 00010000 is a listening socket; the path is the last field.
+        awk -v path="$APP_SOCKET" '$4 == "00010000" && $NF == path { found = 1 } END { exit !found }' /proc/net/unix
+        return
+    fi
     local port table tables=()
     port=$(printf '%04X' "$PORT_APP")
     for table in /proc/net/tcp /proc/net/tcp6; do
@@ -154,10 +164,11 @@ apps_loaded() {
         [[ -n $(workers "$1") ]]
         return
     fi
-    [[ -n ${PORT_STATS:-} ]] || return 0
+    [[ -n ${STATS_SOCKET:-} ]] || return 0
+    [[ -S $STATS_SOCKET ]] || return 1
     local stats
-    # shellcheck disable=SC2016 # $1 is expanded by the child shell
-    stats=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && cat <&3' _ "$PORT_STATS" 2>/dev/null) || return 1
+    # uWSGI's own client: bash cannot open a unix socket.
+    stats=$(timeout 2 "$SERVER_BIN" --connect-and-read "$STATS_SOCKET" 2>&1) || return 1
     stats=${stats//[[:space:]]/}
     [[ $stats == *'"apps":[{'* && $stats != *'"apps":[]'* && $stats != *'"accepting":0'* ]]
 }
@@ -171,6 +182,9 @@ fifo_write() {
 }
 
 check_dirs() {
+    [[ -z ${APP_SOCKET:-} || (-d $SOCKET_DIR && -w $SOCKET_DIR) ]] || die 1 "socket dir $SOCKET_DIR is missing" \
+        "or not writable by $(id -un): it is made at boot by tmpfiles.d; make it now with:" \
+        "sudo systemd-tmpfiles --create /etc/tmpfiles.d/$SITE.conf (deploytool install installs that file)"
     [[ -d $RUN_DIR && -w $RUN_DIR ]] || die 1 "run dir $RUN_DIR is missing or not writable by" \
         "$(id -un): it is made at boot by tmpfiles.d; make it now with:" \
         "sudo systemd-tmpfiles --create /etc/tmpfiles.d/$SITE.conf (python -m deploytool install installs that file)"
@@ -251,7 +265,7 @@ cmd_start() {
         sleep 0.1
         waited=$((waited + 1))
     done
-    say "$SERVICE: $APP_SERVER started (pid $pid, port $PORT_APP), by hand: outside the" \
+    say "$SERVICE: $APP_SERVER started (pid $pid, ${APP_SOCKET:-port $PORT_APP}), by hand: outside the" \
         "${PROCESS_MANAGER:-process manager} service until its next start"
 }
 
@@ -352,10 +366,27 @@ cmd_run() {
     exec "$SERVER_BIN" --config "$APP_CONFIG"
 }
 
+# After logrotate renamed the logs: the running server opens new files. uWSGI: FIFO `l`
+# (not only touch-logreopen: it compares whole seconds and misses a touch in the second
+# the server started; HUP would reload the app). gunicorn: USR1.
+cmd_reopen_logs() {
+    local pid
+    if ! pid=$(running_pid); then
+        say "$SERVICE: $APP_SERVER is not running: nothing to reopen"
+        return 0
+    fi
+    if [[ $APP_SERVER == gunicorn ]]; then
+        kill -USR1 "$pid"
+    elif ! fifo_write l; then
+        touch -- "$LOGREOPEN"
+    fi
+    say "$SERVICE: $APP_SERVER reopens its logs (pid $pid)"
+}
+
 main() {
     local command=${1:-}
     case $command in
-        start | stop | restart | reload | status | run) ;;
+        start | stop | restart | reload | status | run | reopen-logs) ;;
         -h | --help)
             usage
             exit 0
@@ -376,6 +407,7 @@ main() {
         reload) cmd_reload ;;
         status) cmd_status ;;
         run) cmd_run ;;
+        reopen-logs) cmd_reopen_logs ;;
     esac
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,13 +33,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=Path("/"),
         help="where /etc, /var and /run are (default /; a folder for a sandbox)",
     )
-    sub.add_argument("--app-bind", metavar="ADDRESS", help="app server address (default 127.0.0.1; kept when omitted)")
+    sub.add_argument(
+        "--app-bind",
+        metavar="ADDRESS",
+        help="this host's private address, for other hosts' nginx (default: a unix socket; kept when omitted)",
+    )
     sub = commands.add_parser("ports", help="the port map of this install and the project block")
     portcheck.add_arguments(sub)
     commands.add_parser("render", help="render etc/templates/ for this install")
     commands.add_parser("check", help="run the real validators on the rendered configs")
     sub = commands.add_parser("install", help="put the install in place: system configs (root), venv and app (user)")
-    sub.add_argument("--root", dest="system_root", type=Path, help="system root to install under (default: env.conf's)")
+    sub.add_argument(
+        "--root",
+        dest="system_root",
+        type=Path,
+        help="system root to install under (default: env.conf's; as root: /)",
+    )
     sub.add_argument(
         "--part",
         choices=["system", "user", "all"],
@@ -67,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             install = init(root, args.install_type, args.system_root.resolve(), args.app_bind)
             print(summary(install))
             return 0
+        if args.command == "install" and os.geteuid() == 0 and args.part in (None, "system"):
+            # root reads the user's checkout as data only, with the code and answers of this copy
+            system_root = (args.system_root or Path("/")).resolve()
+            return run_install(Install.for_root(ROOT, root, system_root), None, "system")
         install = Install.load(root)
         if args.command == "ports":
             if args.check:
@@ -115,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_install(install: Install, system_root: Path | None, part: str | None) -> int:
     import dataclasses
-    import os
 
     if system_root is not None:
         install = dataclasses.replace(install, system_root=system_root.resolve())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import ports
 from .errors import DeployError
-from .files import ensure_link
+from .files import ensure_link, write_atomic
 from .layout import ENV_CONF, PROJECT_JSON, Install
 from .project import Project
 from .render import SETTINGS_LOCAL, render, render_text
@@ -22,14 +22,16 @@ def init(root: Path, install_type: str, system_root: Path = Path("/"), app_bind:
     """env.conf, settings_local.py (fresh secrets, 600), links, local folders, rendered configs.
 
     Idempotent: local data already there (settings_local.py, htpasswd) is kept as it is;
-    without ``app_bind`` the address env.conf has is kept (127.0.0.1 in a new install).
+    a missing piece of the secrets is made again, the others are left alone. Without
+    ``app_bind`` the address env.conf has is kept (the unix socket in a new install).
     """
     env_conf = root / ENV_CONF
     current = Install.load(root) if env_conf.exists() else None
     if app_bind is None:
-        app_bind = current.app_bind if current else "127.0.0.1"
+        app_bind = current.app_bind if current else ""
     install = Install(Project.load(root / PROJECT_JSON), root, install_type, system_root, app_bind)
-    check_local_address(app_bind)
+    if install.app_bind:
+        check_local_address(install.app_bind)
     if current is not None:
         if current.install_type != install_type:
             raise DeployError(
@@ -40,6 +42,57 @@ def init(root: Path, install_type: str, system_root: Path = Path("/"), app_bind:
         if link.exists() and not link.is_symlink():
             raise DeployError(f"{link} exists and is not a link: move it away, then run init again")
 
+    close_folders(install)
+    for line in ensure_secrets(install):
+        print(line)
+    make_links(install)
+    render(install)
+    return install
+
+
+# Folders of the checkout and who may enter them. Other accounts never: data/ and etc/
+# hold the database and the secrets. The root itself, static/ and media/ are opened to
+# nginx's group (and only that) by the system part of `install`, where nginx must read.
+PRIVATE_FOLDERS = {"data": 0o700, "etc": 0o700, "media": 0o750}
+NGINX_MAY_ENTER = {"media"}  # besides the root: the group root's part gave stays
+
+
+def close_folders(install: Install) -> None:
+    """Make the local folders and take every permission for other accounts away from the
+    checkout (useradd's homes and git's checkouts are world-readable)."""
+    _close(install.root, 0o750, keep_group=True)
+    for name, mode in PRIVATE_FOLDERS.items():
+        folder = install.root / name
+        folder.mkdir(mode=mode, exist_ok=True)
+        _close(folder, mode, keep_group=name in NGINX_MAY_ENTER)
+    close_database(install)
+
+
+def close_database(install: Install) -> None:
+    """The SQLite file holds sessions and password hashes: the project user's only."""
+    database = install.data_dir / "db.sqlite3"
+    if database.is_file() and not database.is_symlink() and database.stat().st_mode & 0o077:
+        database.chmod(0o600)
+
+
+def _close(folder: Path, mode: int, keep_group: bool) -> None:
+    """Drop the bits ``mode`` does not grant (a group root let in is kept where allowed)."""
+    if folder.is_symlink() or folder.stat().st_uid != os.geteuid():
+        return  # not ours to change (root's part manages it)
+    allowed = mode | (0o2070 if keep_group else 0)
+    current = folder.stat().st_mode & 0o7777
+    if current & ~allowed:
+        folder.chmod(current & allowed)
+
+
+SECRET_PIECES = "settings_local.py, htpasswd, admin_password"
+
+
+def ensure_secrets(install: Install) -> list[str]:
+    """The trio of local secrets: settings_local.py, and with basic auth htpasswd and the
+    admin password it hashes. Each missing piece is made, atomically with mode 600; a piece
+    that is there is checked and kept. Returns what was made, for the user to read."""
+    made = []
     if not install.settings_local.exists():
         settings = render_text(
             install,
@@ -47,16 +100,45 @@ def init(root: Path, install_type: str, system_root: Path = Path("/"), app_bind:
             secret_key=secrets.token_urlsafe(64),  # 86 characters, never 'django-insecure-'
             db_password=secrets.token_urlsafe(24),
         )
-        _create_secret(install.settings_local, settings)
-    if install.project.admin_basic_auth and not install.htpasswd.exists():
-        password = secrets.token_urlsafe(18)
-        _create_secret(install.root / "etc" / "admin_password", f"{ADMIN_USER}:{password}\n")
-        _create_secret(install.htpasswd, f"{ADMIN_USER}:{hash_password(password)}\n")
-    make_links(install)
-    for folder in (install.media_root, install.data_dir):
-        folder.mkdir(exist_ok=True)
-    render(install)
-    return install
+        write_atomic(install.settings_local, settings, 0o600)
+        made.append(f"made {install.settings_local} (new SECRET_KEY and database password)")
+        if install.project.database == "postgresql" and (install.data_dir / "postgresql" / "PG_VERSION").exists():
+            made.append(
+                "  the PostgreSQL cluster in data/postgresql still has the old password: set the new one "
+                "(ALTER ROLE … PASSWORD) or restore settings_local.py from a backup"
+            )
+    check_secret(install.settings_local, "SECRET_KEY")
+    password_file = install.etc_dir / "admin_password"
+    if install.project.admin_basic_auth:
+        if not install.htpasswd.exists():
+            password = secrets.token_urlsafe(18)
+            write_atomic(password_file, f"{ADMIN_USER}:{password}\n", 0o600)
+            write_atomic(install.htpasswd, f"{ADMIN_USER}:{hash_password(password)}\n", 0o600)
+            made.append(f"made {install.htpasswd} and {password_file} (a new admin password)")
+        else:
+            check_secret(install.htpasswd, f"{ADMIN_USER}:")
+            if not password_file.exists():
+                made.append(
+                    f"note: {password_file} is missing and the password cannot be read back from "
+                    f"{install.htpasswd}: remove {install.htpasswd} and run init again for a new one"
+                )
+    return made
+
+
+def check_secret(path: Path, marker: str) -> None:
+    """A secret file that is there must be whole: an empty or cut file is refused by name,
+    with what to do, rather than kept (and passed by `manage.py check`)."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise DeployError(f"{path} cannot be read ({error.strerror}): fix it, or remove it and run init") from None
+    if marker not in text:
+        raise DeployError(
+            f"{path} is {'empty' if not text.strip() else 'damaged'} (no {marker.rstrip(':')}): restore it from a "
+            "backup, or remove it and run init again for a new one (sessions and logins then end)"
+        )
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 def make_links(install: Install) -> list[Path]:
@@ -75,13 +157,6 @@ def check_local_address(address: str) -> None:
                 f"--app-bind {address}: not an address of this host ({error.strerror}): give one that "
                 "`ip -brief address` lists (the private address other hosts' nginx reaches)"
             ) from None
-
-
-def _create_secret(path: Path, text: str) -> None:
-    """A new local file readable by its owner only (mode 600 from the first byte)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def hash_password(password: str) -> str:

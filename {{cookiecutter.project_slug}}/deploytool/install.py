@@ -11,32 +11,49 @@ Every step is idempotent: it reports what it changed, and a second run changes n
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
+import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 from .certs import has_certificate
 from .errors import DeployError
-from .files import ensure_link, prune
-from .init import make_links
-from .layout import Install
-from .render import outputs, render
+from .files import ensure_link, open_no_links, prune, read_user_file, write_atomic
+from .init import close_database, make_links
+from .layout import NGINX_GROUP, Install, ensure_private_dir
+from .render import outputs, render, render_all
 from .services import PostgreSQL, for_install
 
 # Rendered files that stay in the install's etc/ (the app server reads them from there).
 STAY_LOCAL = {"env.conf.j2", "uwsgi.yaml.j2", "gunicorn.conf.py.j2"}
 NGINX_USER = "www-data"  # Debian's nginx workers read the htpasswd copy
-INSTALLED = "installed.list"  # local: what the last install put under the system root
+INSTALLED = "installed.list"  # root's record of what the system part put in place
+HTPASSWD_LINE = re.compile(rb"^[A-Za-z0-9_.@-]{1,64}:\$(6|5|2[aby]|apr1)\$[./0-9A-Za-z$]{8,200}$")
+
+
+def system_texts(install: Install) -> dict[Path, tuple[str, int]]:
+    """System config -> (text, mode), rendered in memory from the templates of the code
+    that runs (etc/ mirrors /etc). Nothing is copied from the checkout's etc/: those files
+    are the user's, and on a server the system part renders from root's own copy."""
+    rendered = render_all(install)
+    return {
+        install.system("/etc") / path.relative_to(install.etc_dir): text_mode
+        for template, path in outputs(install).items()
+        if template not in STAY_LOCAL
+        for text_mode in [rendered[path]]
+    }
 
 
 def system_files(install: Install) -> dict[Path, Path]:
-    """Rendered file in etc/ -> its place under the system root (etc/ mirrors /etc)."""
+    """Rendered file in etc/ -> its place under the system root: what a deploy reports."""
     return {
-        source: install.system("/etc") / source.relative_to(install.etc_dir)
-        for template, source in outputs(install).items()
+        path: install.system("/etc") / path.relative_to(install.etc_dir)
+        for template, path in outputs(install).items()
         if template not in STAY_LOCAL
     }
 
@@ -48,32 +65,30 @@ def enabled_site(install: Install) -> str:
     return install.site + suffix
 
 
+def state_dir(install: Install) -> Path:
+    """The system part's own records (what it installed), root's only on a server: never a
+    file of the checkout, which the project user could edit."""
+    return install.system(f"/var/lib/dj-layout/{install.site}")
+
+
 def install_system(install: Install) -> Iterator[str]:
     user = pwd.getpwnam(install.project.user)
-    chown = os.geteuid() == 0
-    for folder in (install.log_dir, install.backup_dir, install.run_dir):
-        if not folder.is_dir():
-            folder.mkdir(parents=True, mode=0o750)
-            if chown:
-                os.chown(folder, user.pw_uid, user.pw_gid)
-            yield f"made {folder}"
-    for folder in (install.acme_webroot, install.system("/var/lib/nginx")):
-        if not folder.is_dir():
-            folder.mkdir(parents=True)
-            yield f"made {folder}"
-    for source, target in system_files(install).items():
-        if _copy(source, target, source.stat().st_mode & 0o777):
+    server = os.geteuid() == 0  # root: owners and nginx's group are set, the checkout is only read
+    yield from _system_folders(install, user, server)
+    texts = system_texts(install)
+    for target, (text, mode) in texts.items():
+        if write_atomic(target, text, mode):
             yield f"installed {target}"
-    for stale in prune(install.etc_dir / INSTALLED, set(system_files(install).values())):
+    state = state_dir(install)
+    state.mkdir(parents=True, mode=0o700, exist_ok=True)
+    owned = lambda path: path.name.startswith(install.site)  # noqa: E731 - only this install's files
+    for stale in prune(state / INSTALLED, install.system_root, set(texts), owned):
         yield f"removed {stale} (no longer rendered)"
-    if install.htpasswd.exists():
-        owner = NGINX_USER if chown else None  # as root: nginx's workers; in a sandbox: its user
-        if _copy(install.htpasswd, install.nginx_htpasswd, 0o600, owner):
-            yield f"installed {install.nginx_htpasswd} (mode 600)"
-    for link in make_links(install):
-        if chown:
-            os.lchown(link, user.pw_uid, user.pw_gid)
-        yield f"linked {link.name} -> {os.readlink(link)}"
+    if install.project.admin_basic_auth:
+        yield from _install_htpasswd(install, user if server else None)
+    if not server:
+        for link in make_links(install):  # on a server the user's init made them: root writes nothing there
+            yield f"linked {link.name} -> {os.readlink(link)}"
     enabled = install.nginx_dir / "sites-enabled"
     for name in (f"{install.site}.nginx.conf", f"{install.site}_letsencrypt.nginx.conf"):
         link = enabled / name
@@ -82,6 +97,84 @@ def install_system(install: Install) -> Iterator[str]:
             yield f"disabled {link}"
     if ensure_link(enabled / enabled_site(install), Path("../sites-available") / enabled_site(install)):
         yield f"enabled {enabled / enabled_site(install)}"
+
+
+def _system_folders(install: Install, user: pwd.struct_passwd, server: bool) -> Iterator[str]:
+    """Logs, backups, the run and socket folders; on a server also nginx's way into the
+    checkout (its group on the root, static/ and media/, nothing else)."""
+    nginx_gid = grp.getgrnam(NGINX_GROUP).gr_gid if server else user.pw_gid
+    if install.own_sandbox:
+        ensure_private_dir(install.runtime_dir)
+    folders = {
+        install.log_dir: (0o750, user.pw_gid),
+        install.backup_dir: (0o750, user.pw_gid),
+        install.run_dir: (0o750, user.pw_gid),
+        install.socket_dir: (0o2750, nginx_gid),
+    }
+    for folder, (mode, gid) in folders.items():
+        made = not folder.is_dir()
+        if made:
+            folder.mkdir(parents=True, mode=mode & 0o777)
+        if server:
+            os.chown(folder, user.pw_uid, gid, follow_symlinks=False)
+        if folder.stat().st_mode & 0o7777 != mode:
+            folder.chmod(mode)
+        if made:
+            yield f"made {folder}"
+    for folder in (install.acme_webroot, install.system("/var/lib/nginx")):
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            yield f"made {folder}"
+    if server:
+        yield from _open_to_nginx(install, user, nginx_gid)
+
+
+# Where nginx's workers must get in: the root only to pass through, static/ and media/ to
+# read (setgid: what collectstatic and uploads add inherits nginx's group).
+NGINX_ENTERS = {".": 0o710, "static": 0o2750, "media": 0o2750}
+
+
+def _open_to_nginx(install: Install, user: pwd.struct_passwd, gid: int) -> Iterator[str]:
+    """Give nginx's group its way in, through descriptors opened without following links:
+    a folder the user swapped for a link is refused, never followed."""
+    uid = user.pw_uid
+    root_fd = open_no_links(install.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name, mode in NGINX_ENTERS.items():
+            if name != "." and name not in os.listdir(root_fd):
+                os.mkdir(name, 0o750, dir_fd=root_fd)  # before collectstatic: made as the user's
+                os.chown(name, uid, user.pw_gid, dir_fd=root_fd, follow_symlinks=False)
+            fd = root_fd if name == "." else os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+            try:
+                info = os.fstat(fd)
+                if info.st_uid != uid:
+                    raise DeployError(f"{install.root / name} does not belong to {install.project.user}: refused")
+                if info.st_gid != gid or info.st_mode & 0o7777 != mode:
+                    os.fchown(fd, uid, gid)
+                    os.fchmod(fd, mode)
+                    yield f"opened {install.root / name} to {NGINX_GROUP} (mode {mode:o})"
+            finally:
+                if fd != root_fd:
+                    os.close(fd)
+    except OSError as error:
+        raise DeployError(f"{install.root}: {error.strerror} on the way to nginx's folders: refused") from None
+    finally:
+        os.close(root_fd)
+
+
+def _install_htpasswd(install: Install, user: pwd.struct_passwd | None) -> Iterator[str]:
+    """nginx's copy of etc/htpasswd: read without following links, a regular file of the
+    project user's, and only lines that are user:crypt-hash; anything else is refused."""
+    if not install.htpasswd.exists() and not install.htpasswd.is_symlink():
+        yield f"skipped {install.nginx_htpasswd}: {install.htpasswd} is missing (deploytool init makes it)"
+        return
+    data = read_user_file(install.htpasswd, user.pw_uid if user else None, limit=65536)
+    lines = data.splitlines()
+    if not lines or not all(HTPASSWD_LINE.match(line) for line in lines):
+        raise DeployError(f"{install.htpasswd} is not an htpasswd file (user:crypt-hash lines): refused")
+    owner = NGINX_USER if user else None  # as root: nginx's workers; in a sandbox: its user
+    if _write_copy(install.nginx_htpasswd, data, 0o600, owner):
+        yield f"installed {install.nginx_htpasswd} (mode 600)"
 
 
 def install_user(install: Install) -> Iterator[str]:
@@ -113,6 +206,7 @@ def install_user(install: Install) -> Iterator[str]:
     manage = [install.python, install.root / "manage.py"]
     if "Applying" in _run([*manage, "migrate", "--noinput"], "manage.py migrate"):
         yield "applied migrations"
+    close_database(install)
     collected = _run([*manage, "collectstatic", "--noinput"], "manage.py collectstatic")
     if not collected.lstrip().startswith("0 static files copied"):
         yield "collected static files"
@@ -140,20 +234,23 @@ def database_ready(install: Install) -> Iterator[str]:
 
 def install(install: Install, part: str) -> list[str]:
     """Run the system part, the user part, or both; returns what changed."""
-    render(install)
     root = os.geteuid() == 0
     if part in ("system", "all"):
         if not root and not install.sandbox:
             raise DeployError(
-                f"the system part writes under {install.system_root}: run it as root "
-                "(sudo python3 -m deploytool install --part system)"
+                f"the system part writes under {install.system_root}: run it as root, from root's own copy "
+                f"of the project: {root_command(install)}"
             )
+        if root:
+            trusted_code(install)
     if part in ("user", "all"):
         if root:
             raise DeployError(
                 f"the user part runs as {install.project.user}, never as root: "
                 f"runuser -u {install.project.user} -- {install.python} -m deploytool install --part user"
             )
+    if not root:
+        render(install)  # the user's own rendered copies (env.conf, the app server's config)
     changes: list[str] = []
     if part in ("system", "all"):
         changes += install_system(install)
@@ -162,14 +259,53 @@ def install(install: Install, part: str) -> list[str]:
     return changes
 
 
-def _copy(source: Path, target: Path, mode: int, owner: str | None = None) -> bool:
-    data = source.read_bytes()
-    same = target.exists() and target.read_bytes() == data and (target.stat().st_mode & 0o777) == mode
+# Where root keeps its own copy of the project's code, one per install (README).
+ROOT_COPIES = "/usr/local/lib/dj-layout"
+
+
+def root_command(install: Install) -> str:
+    """The commands an admin runs for the system part: a root-owned clone, then deploytool
+    from it, pointed at the user's checkout as data."""
+    copy = f"{ROOT_COPIES}/{install.site}"
+    return (
+        f"git clone --no-local {install.root} {copy} (or from the project's repository, at the "
+        f"install's revision); cd {copy} && python3 -m deploytool --root {install.root} install --part system"
+    )
+
+
+def trusted_code(install: Install) -> None:
+    """Root runs only code that root owns: deploytool, the templates it renders and the
+    answers file must be root's copy, in folders no other account can write. The user's
+    checkout is read as data (env.conf's install type and address, settings_local's
+    database, htpasswd), never imported, rendered from or executed."""
+    code = install.code_root
+    if code is None or code.resolve() == install.root.resolve():
+        raise DeployError(
+            "as root, the system part never runs the project user's code (whoever owns the checkout "
+            f"would own root): {root_command(install)}"
+        )
+    paths = [*code.resolve().parents, code / "deploytool", code / "etc" / "project.json"]
+    paths += sorted((code / "deploytool").rglob("*")) + sorted(install.templates.rglob("*"))
+    for path in [code, install.templates, *paths]:
+        info = path.lstat()
+        writable = info.st_mode & 0o022 and not (stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX)
+        if info.st_uid != 0 or writable or stat.S_ISLNK(info.st_mode) and path.is_relative_to(code):
+            raise DeployError(
+                f"{path} is not root's alone (owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}): "
+                f"the system part runs from a copy only root can change: {root_command(install)}"
+            )
+
+
+def _write_copy(target: Path, data: bytes, mode: int, owner: str | None = None) -> bool:
+    same = target.is_file() and target.read_bytes() == data and (target.stat().st_mode & 0o777) == mode
     if same and (owner is None or target.owner() == owner):
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.new")
-    tmp.write_bytes(data)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
     tmp.chmod(mode)
     if owner is not None:
         shutil.chown(tmp, owner, owner)

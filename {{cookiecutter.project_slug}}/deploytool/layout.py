@@ -7,18 +7,26 @@ a private folder for the sandbox and for tests.
 
 from __future__ import annotations
 
-import ipaddress
+import hashlib
+import os
+import pwd
 import shlex
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from . import ports
+from .addresses import private_address
 from .errors import DeployError
 from .project import Project
 
 ENV_CONF = Path("etc/env.conf")
 PROJECT_JSON = Path("etc/project.json")
+# Linux's sun_path holds 108 bytes with the closing NUL: a longer unix socket path cannot bind.
+SOCKET_PATH_MAX = 107
+# The group Debian's nginx workers run as: the one group let into the app's socket folder.
+NGINX_GROUP = "www-data"
 
 
 @dataclass(frozen=True)
@@ -29,13 +37,33 @@ class Install:
     root: Path
     install_type: str
     system_root: Path = field(default=Path("/"))
-    app_bind: str = "127.0.0.1"  # the app server's address: loopback, or private with several hosts
+    # "" (the default): the app server listens on a unix socket only this host's nginx may
+    # enter; a private address of this host when nginx on other hosts balances over it.
+    app_bind: str = ""
+    # Where etc/templates/ are read from: the checkout, or root's own copy for the system part.
+    code_root: Path | None = None
 
     def __post_init__(self) -> None:
         if self.install_type not in ports.SLOTS:
             known = ", ".join(ports.SLOTS)
             raise DeployError(f"install type {self.install_type!r} is unknown: use one of {known}")
-        check_app_bind(self.app_bind)
+        if self.app_bind:
+            object.__setattr__(self, "app_bind", check_app_bind(self.app_bind))
+
+    @classmethod
+    def for_root(cls, code_root: Path, root: Path, system_root: Path) -> Install:
+        """The install as root's system part sees it: answers from root's own copy of the
+        project (code_root), and from the user's checkout only the install type and the
+        app's address in env.conf, read without following links and checked."""
+        from .files import read_user_file  # files imports nothing of layout
+
+        project = Project.load(code_root / PROJECT_JSON)
+        try:
+            uid = pwd.getpwnam(project.user).pw_uid
+        except KeyError:
+            raise DeployError(f"user {project.user!r} does not exist: useradd --create-home {project.user}") from None
+        env = parse_env_conf(read_user_file(root / ENV_CONF, uid).decode())
+        return cls(project, root, env.get("INSTALL_TYPE", ""), system_root, app_bind_of(env), code_root)
 
     @classmethod
     def load(cls, root: Path) -> Install:
@@ -45,9 +73,23 @@ class Install:
             project=Project.load(root / PROJECT_JSON),
             root=root,
             install_type=env["INSTALL_TYPE"],
-            system_root=Path(env.get("SYSTEM_ROOT", "/")),
-            app_bind=env.get("APP_BIND", "127.0.0.1"),
+            system_root=system_root_of(root, env.get("SYSTEM_ROOT", "/")),
+            app_bind=app_bind_of(env),
         )
+
+    @property
+    def templates(self) -> Path:
+        """etc/templates/ of the code that renders: the checkout's, or root's own copy's."""
+        return (self.code_root or self.root) / "etc" / "templates"
+
+    @property
+    def system_root_setting(self) -> str:
+        """SYSTEM_ROOT as env.conf keeps it: relative when inside the checkout (.sandbox), so
+        a copied or moved checkout has its own sandbox, never the original's."""
+        try:
+            return str(self.system_root.relative_to(self.root)) or "."
+        except ValueError:
+            return str(self.system_root)
 
     def system(self, path: str) -> Path:
         """A system path, under the system root."""
@@ -84,14 +126,35 @@ class Install:
         """The virtualenv's folder names its Python (seed 000: env3.5)."""
         return f"env{self.project.python_version}"
 
+    @property
+    def owner_uid(self) -> int | None:
+        """As root: the project user's uid, which every file root reads from the checkout
+        must belong to. As anyone else: None (the kernel's permissions decide)."""
+        if os.geteuid() != 0 or self.root.lstat().st_uid == 0:
+            return None  # not root, or root's own checkout (a bake as root): nothing to guard
+        try:
+            return pwd.getpwnam(self.project.user).pw_uid
+        except KeyError:
+            raise DeployError(
+                f"user {self.project.user!r} does not exist: useradd --create-home {self.project.user}"
+            ) from None
+
     # ---- ports -------------------------------------------------------------------------
     @cached_property
     def ports(self) -> dict[str, int]:
         return ports.port_map(self.project.port_block_start, self.install_type)
 
     @property
+    def app_on_socket(self) -> bool:
+        """The app server listens on a unix socket (nginx on this host only), not on TCP."""
+        return not self.app_bind
+
+    @property
     def app_address(self) -> str:
-        """Where the app server listens: app_bind and the app port ([v6]:port for IPv6)."""
+        """Where the app server listens: its unix socket, or app_bind and the app port
+        ([v6]:port for IPv6) for other hosts' nginx."""
+        if self.app_on_socket:
+            return str(self.app_socket)
         host = f"[{self.app_bind}]" if ":" in self.app_bind else self.app_bind
         return f"{host}:{self.ports['app']}"
 
@@ -211,9 +274,62 @@ class Install:
         return self.system(f"/var/backups/{p.user}/{p.domain}/{self.install_type}")
 
     @property
+    def own_sandbox(self) -> bool:
+        """The checkout's own sandbox (`up`): its runtime files go to a short path."""
+        return self.system_root == self.root / ".sandbox"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """A sandbox's runtime files (sockets, pid files) live on a short path of their own:
+        a unix socket path holds 107 bytes, and a checkout at /home/<user>/<domain>/<type>/
+        with a long domain leaves too little for .sandbox/run/… . Named after the user, the
+        install's first port and a digest of the checkout's path: two checkouts on one
+        machine (a copy, or the hosts of a test fleet) never share one."""
+        digest = hashlib.sha256(os.fsencode(self.root)).hexdigest()[:8]
+        return Path("/tmp") / f"dj-layout-{self.project.user}" / f"{self.ports['devserver']}-{digest}"
+
+    @property
     def run_dir(self) -> Path:
-        """Pid file and master FIFO; made at boot by tmpfiles.d (seed 000 §5)."""
-        return self.system(f"/run/{self.site}")
+        """Pid files, the uWSGI master FIFO, the control and dedicated servers' sockets:
+        the project user's only (0750). Made at boot by tmpfiles.d on a server."""
+        return self.runtime_dir / "run" if self.own_sandbox else self.system(f"/run/{self.site}")
+
+    @property
+    def socket_dir(self) -> Path:
+        """The app server's socket, alone in a folder nginx's workers may enter (2750, group
+        www-data on a server: the socket inherits the group, no other account gets in)."""
+        return self.runtime_dir / "app" if self.own_sandbox else self.system(f"/run/{self.site}.app")
+
+    @property
+    def app_socket(self) -> Path:
+        return self.socket_dir / f"{self.project.app_server}.sock"
+
+    @property
+    def stats_socket(self) -> Path:
+        """uWSGI's stats server (JSON), for bin/uwsgictl.sh's readiness check: off TCP."""
+        return self.run_dir / "uwsgi-stats.sock"
+
+    def socket_of(self, server: str) -> Path:
+        """The unix socket of a dedicated server (redis, memcached), in the private run dir.
+        PostgreSQL names its own: .s.PGSQL.<port> in the folder it is given."""
+        if server == "postgresql":
+            return self.run_dir / f".s.PGSQL.{self.ports['postgresql']}"
+        return self.run_dir / f"{server}.sock"
+
+    @property
+    def sockets(self) -> list[Path]:
+        """Every unix socket path the stack binds."""
+        found = [self.app_socket, self.stats_socket, self.run_dir / "supervisor.sock", self.run_dir / "gunicorn.ctl"]
+        return found + [self.socket_of(name) for name in ("postgresql", "redis", "memcached")]
+
+    def check_socket_paths(self) -> None:
+        """Fail before anything starts when a socket path cannot bind (too long)."""
+        for path in self.sockets:
+            if len(os.fsencode(path)) > SOCKET_PATH_MAX:
+                raise DeployError(
+                    f"unix socket path {path} is {len(os.fsencode(path))} bytes, over Linux's {SOCKET_PATH_MAX}: "
+                    "shorten the domain or the checkout's path (nothing was started)"
+                )
 
     @property
     def pidfile(self) -> Path:
@@ -259,23 +375,39 @@ class Install:
 
 
 def check_app_bind(address: str) -> str:
-    """The app server's listen address: loopback (nginx on this host) or a private address
-    (nginx on other hosts balances over it). Never public or 0.0.0.0: the uwsgi protocol,
-    and gunicorn's HTTP behind nginx, have no authentication."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        raise DeployError(
-            f"app bind address {address!r} is not an IP address: give this host's private address "
-            "(e.g. 10.0.0.11) or 127.0.0.1 (deploytool init --app-bind ADDRESS)"
-        ) from None
-    if ip.is_unspecified or ip.is_multicast or ip.is_global:
-        raise DeployError(
-            f"app bind address {address} is {'every address' if ip.is_unspecified else 'public'}: the app "
-            "server has no authentication, so it listens on loopback or a private address only "
-            "(10/8, 172.16/12, 192.168/16, fd00::/8): deploytool init --app-bind PRIVATE_ADDRESS"
-        )
-    return address
+    """The app server's TCP address for other hosts' nginx (deploytool init --app-bind)."""
+    return private_address(address, "app bind address (--app-bind)")
+
+
+def app_bind_of(env: dict[str, str]) -> str:
+    """APP_BIND of env.conf; 127.0.0.1 (what older installs wrote) means the unix socket."""
+    value = env.get("APP_BIND", "")
+    return "" if value in ("", "127.0.0.1") else value
+
+
+def system_root_of(root: Path, setting: str) -> Path:
+    """SYSTEM_ROOT of env.conf: absolute, or relative to the checkout (its own .sandbox/)."""
+    path = Path(setting)
+    return path if path.is_absolute() else root / path
+
+
+def ensure_private_dir(path: Path, mode: int = 0o700) -> None:
+    """A folder only the current user may use, in a place others can write (/tmp): made
+    without following links, refused when it is a link or another account's, and closed
+    (chmod) when it is ours but open to others."""
+    for folder in (path.parent, path):
+        try:
+            folder.mkdir(mode=mode)
+        except FileExistsError:
+            pass
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise DeployError(
+                f"{folder} is not a folder of this user's (a link, or another account's): "
+                "remove it, then run again (nothing was started)"
+            )
+        if stat.S_IMODE(info.st_mode) != mode:
+            folder.chmod(mode)
 
 
 def read_env_conf(path: Path) -> dict[str, str]:
@@ -283,7 +415,11 @@ def read_env_conf(path: Path) -> dict[str, str]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise DeployError(f"{path} is missing: run `python -m deploytool init --install-type dev|stage|pro`") from None
+        raise DeployError(f"{path} is missing: run `python3 -m deploytool init --install-type dev|stage|pro`") from None
+    return parse_env_conf(text)
+
+
+def parse_env_conf(text: str) -> dict[str, str]:
     values = {}
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .addresses import private_address
 from .errors import DeployError
 
 
@@ -63,5 +65,16 @@ def parse_upstreams(text: str) -> list[Upstream]:
             if key != "weight" or not value.isdigit() or int(value) < 1:
                 raise DeployError(f"upstream option {option!r} in {item!r}: only weight=N (N >= 1)")
             weight = int(value)
-        upstreams.append(Upstream(host or address, int(port) if port else None, weight))
+        host = host or address
+        if _is_ip(host):
+            host = private_address(host, f"app server {host} in app_upstreams")
+        upstreams.append(Upstream(host, int(port) if port else None, weight))
     return upstreams
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

@@ -14,7 +14,7 @@ import jinja2
 
 from .certs import site_cert_dir
 from .files import prune, write_atomic
-from .layout import Install
+from .layout import NGINX_GROUP, Install
 from .services import for_templates
 
 TEMPLATES = Path("etc/templates")
@@ -55,7 +55,7 @@ SETTINGS_LOCAL = "settings_local.py.j2"
 
 def environment(install: Install) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(install.root / TEMPLATES),
+        loader=jinja2.FileSystemLoader(install.templates),
         undefined=jinja2.StrictUndefined,  # a typo in a template fails, never renders empty
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -79,6 +79,7 @@ def context(install: Install, **overrides: Any) -> dict[str, Any]:
         "cert_dir": site_cert_dir(install),
         "log_dir": install.log_dir,
         "nginx_dir": install.nginx_dir,
+        "nginx_group": NGINX_GROUP,
         # the dedicated servers' units: their host and port come from settings_local.py,
         # which init renders first (from a context without them)
         "dedicated": for_templates(install) if install.settings_local.exists() else {},
@@ -97,17 +98,23 @@ def outputs(install: Install) -> dict[str, Path]:
     return {
         template: install.etc_dir / target.format(**names)
         for template, target in targets.items()
-        if (install.root / TEMPLATES / template).is_file()
+        if (install.templates / template).is_file()
+    }
+
+
+def render_all(install: Install) -> dict[Path, tuple[str, int]]:
+    """Every config as text, in memory: rendered file -> (text, mode)."""
+    install.check_socket_paths()
+    env, values = environment(install), context(install)  # once: the context reads settings_local.py
+    return {
+        path: (env.get_template(template).render(values), 0o755 if template in EXECUTABLE else 0o644)
+        for template, path in outputs(install).items()
     }
 
 
 def render(install: Install) -> list[Path]:
-    """Render every config; all are rendered before any is written. Returns those changed."""
-    env, values = environment(install), context(install)  # once: the context reads settings_local.py
-    texts = {path: (env.get_template(template).render(values), template) for template, path in outputs(install).items()}
-    changed = [
-        path
-        for path, (text, template) in texts.items()
-        if write_atomic(path, text, 0o755 if template in EXECUTABLE else 0o644)
-    ]
-    return changed + prune(install.etc_dir / RENDERED, set(texts))
+    """Render every config; all are rendered before any is written. Returns those changed.
+    The list of what was written is relative to the checkout: a copy prunes only its own."""
+    texts = render_all(install)
+    changed = [path for path, (text, mode) in texts.items() if write_atomic(path, text, mode)]
+    return changed + prune(install.etc_dir / RENDERED, install.etc_dir, set(texts))

@@ -120,6 +120,7 @@ def components(install: Install) -> list[services.PostgreSQL | services.Redis | 
 def as_sandbox(current: Install) -> Install:
     """The checkout as a sandbox install; refuses a checkout installed on this server."""
     if current.sandbox:
+        current.system("/run").mkdir(parents=True, exist_ok=True)
         return current
     enabled = current.nginx_dir / "sites-enabled"
     if any(enabled.glob(f"{current.site}*.nginx.conf")):
@@ -128,6 +129,7 @@ def as_sandbox(current: Install) -> Install:
             "use systemctl or bin/uwsgictl.sh here, or clone the repo elsewhere to try it"
         )
     sandbox = dataclasses.replace(current, system_root=current.root / SANDBOX)
+    sandbox.system("/run").mkdir(parents=True, exist_ok=True)  # nginx's pid file (nginx -t wants it)
     render(sandbox)  # env.conf now names the sandbox: bin/uwsgictl.sh follows it
     make_links(sandbox)
     return sandbox
@@ -145,6 +147,10 @@ def ports_free(install: Install) -> None:
     }
     running = {type(c) for c in components(install) if c.running()}
     chosen = {type(c) for c in components(install)}
+    if install.app_on_socket:
+        del wanted["app"]  # a unix socket: its port of the block stays reserved, unused
+    for name in ("redis", "memcached"):
+        del wanted[name]  # unix sockets too
     for name, owner in wanted.items():
         if owner in chosen and owner not in running and not _free(install.ports[name]):
             raise DeployError(
@@ -165,6 +171,9 @@ def up(current: Install) -> Install:
             f"runuser -u {current.project.user} -- {current.python} -m deploytool up"
             + (" (never as root)" if os.geteuid() == 0 else "")
         )
+    # Everything the stack creates (logs, the database, uploads, sockets) is closed to other
+    # local accounts; the servers started below inherit this.
+    os.umask(0o027)
     sandbox = as_sandbox(current)
     ports_free(sandbox)
     nginx_valid(sandbox)  # a broken site never replaces the one nginx serves

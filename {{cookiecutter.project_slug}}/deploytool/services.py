@@ -8,7 +8,6 @@ assume them); the port map only proposes them when init writes that file.
 from __future__ import annotations
 
 import os
-import runpy
 import shutil
 import subprocess
 import tempfile
@@ -17,27 +16,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DeployError
+from . import localsettings
+from .errors import DeployError, MissingProgram
 from .layout import Install
 
 DEBIAN = {"postgresql": "postgresql", "redis": "redis-server", "memcached": "memcached"}
 
 
-def local_settings(install: Install) -> dict[str, object]:
-    return runpy.run_path(str(install.settings_local))
-
-
 def postgresql_bin(name: str) -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
     if not found:
-        raise DeployError(f"PostgreSQL's {name} not found: apt-get install postgresql")
+        raise MissingProgram(f"PostgreSQL's {name} not found: apt-get install postgresql")
     return found[-1]
 
 
 def program(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
     if not found:
-        raise DeployError(f"{name} not found: apt-get install {DEBIAN.get(name, name)}")
+        raise MissingProgram(f"{name} not found: apt-get install {DEBIAN.get(name, name)}")
     return found
 
 
@@ -73,8 +69,8 @@ class PostgreSQL:
 
     @property
     def db(self) -> dict[str, str]:
-        databases = local_settings(self.install)["DATABASES"]
-        return {k: str(v) for k, v in databases["default"].items()}  # type: ignore[index]
+        """Host, port, names and password from settings_local.py, parsed, never run."""
+        return localsettings.database(self.install.settings_local, self.install.owner_uid)
 
     def running(self) -> bool:
         return pid_alive(self.data / "postmaster.pid")
@@ -89,6 +85,8 @@ class PostgreSQL:
             db["PORT"],
             "-c",
             f"unix_socket_directories={self.install.run_dir}",
+            "-c",
+            "unix_socket_permissions=0700",  # the project user's only, as its folder
         ]
 
     def foreground(self) -> list[str]:
@@ -198,17 +196,21 @@ class _Daemon:
 
 
 class Redis(_Daemon):
-    """A cache-only Redis: no persistence, loopback only."""
+    """A cache-only Redis: no persistence, no TCP. Its unix socket (660) is in the run dir,
+    which only the project user enters: no other local account reaches it (Redis has no
+    password here, and a password on its command line would show in ps)."""
 
     name = "redis"
 
     def command(self, foreground: bool) -> list[str]:
         return [
             program("redis-server"),
-            "--bind",
-            "127.0.0.1",
             "--port",
-            self.port,
+            "0",
+            "--unixsocket",
+            str(self.install.socket_of("redis")),
+            "--unixsocketperm",
+            "660",
             "--daemonize",
             "no" if foreground else "yes",
             # tells systemd when it is ready (Type=notify); nothing under supervisor
@@ -227,12 +229,13 @@ class Redis(_Daemon):
 
 
 class Memcached(_Daemon):
-    """memcached on TCP only: UDP off (-U 0), it is an amplification vector."""
+    """memcached on a unix socket of mode 660 in the private run dir: it has no password,
+    so no TCP (-s turns TCP and UDP off; UDP is an amplification vector anyway)."""
 
     name = "memcached"
 
     def command(self, foreground: bool) -> list[str]:
-        argv = [program("memcached"), "-l", "127.0.0.1", "-p", self.port, "-U", "0", "-m", "64"]
+        argv = [program("memcached"), "-s", str(self.install.socket_of("memcached")), "-a", "0660", "-m", "64"]
         return argv if foreground else [*argv, "-d", "-P", str(self.pidfile)]
 
 
@@ -272,7 +275,7 @@ def for_templates(install: Install) -> dict[str, Dedicated]:
     for server in for_install(install):
         try:
             command, missing = server.foreground(), ""
-        except DeployError as error:
+        except MissingProgram as error:  # anything else (a bad settings_local.py) stops the render
             command, missing = [f"/usr/bin/{server.name}"], str(error)
         found[server.name] = Dedicated(server.name, install.service_of(server.name), command, missing)
     return found

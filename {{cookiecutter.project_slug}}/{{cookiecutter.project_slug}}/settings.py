@@ -1,4 +1,4 @@
-"""Settings of {{ cookiecutter.project_name }}: what every install shares.
+"""Settings of {{ cookiecutter.project_name | replace("\\", "\\\\") | replace('"', '\\"') }}: what every install shares.
 
 Everything local to an install (SECRET_KEY, DEBUG, ALLOWED_HOSTS, DATABASES with host and
 port, CACHES, security settings) lives in settings_local.py, a link to the install's

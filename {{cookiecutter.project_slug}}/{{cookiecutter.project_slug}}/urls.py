@@ -1,4 +1,4 @@
-"""URLs of {{ cookiecutter.project_name }}."""
+"""URLs of {{ cookiecutter.project_name | replace("\\", "\\\\") | replace('"', '\\"') }}."""
 
 from django.contrib import admin
 from django.urls import path
