@@ -48,7 +48,7 @@ from typing import Any
 from .certs import sandbox_ca
 from .errors import DeployError
 from .files import write_atomic
-from .install import system_files
+from .install import root_command, system_files
 from .layout import Install
 from .probe import https_get
 from .render import render
@@ -140,7 +140,7 @@ class Deploy:
             apply = (
                 f"{self.install.python} -m deploytool up"
                 if self.install.sandbox
-                else f"sudo {self.install.python} -m deploytool install --part system"
+                else f"as root, from root's own copy of the code: {root_command(self.install)}"
             )
             self.notes.append(
                 f"configs installed outside the checkout changed ({', '.join(outside)}): put them in place "
