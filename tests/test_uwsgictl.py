@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from conftest import GENERATED, TEMPLATE, run, tool
 from cookiecutter.main import cookiecutter
+from probes import uwsgi_packet
 from unitsandbox import as_the_unit, in_the_units_sandbox
 
 CTL = GENERATED / "bin" / "uwsgictl.sh"
@@ -162,7 +163,7 @@ def unix_connection(path: str) -> socket.socket:
 
 
 def uwsgi_request(target: str, host: str, path: str) -> int:
-    """A GET in the uwsgi protocol: a 4-byte header, then the CGI variables."""
+    """A GET in the uwsgi protocol, as nginx's uwsgi_pass sends it."""
     variables = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": path,
@@ -173,11 +174,8 @@ def uwsgi_request(target: str, host: str, path: str) -> int:
         "HTTP_HOST": host,
         "REMOTE_ADDR": "127.0.0.1",
     }
-    body = b"".join(
-        struct.pack("<H", len(k)) + k.encode() + struct.pack("<H", len(v)) + v.encode() for k, v in variables.items()
-    )
     with unix_connection(target) as conn:
-        conn.sendall(struct.pack("<BHB", 0, len(body), 0) + body)
+        conn.sendall(uwsgi_packet(variables))
         data = b""
         while chunk := conn.recv(65536):
             data += chunk

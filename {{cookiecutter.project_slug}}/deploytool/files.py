@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -11,13 +13,15 @@ from pathlib import Path
 from .errors import DeployError
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
+def write_atomic(path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> bool:
     """Replace ``path`` with ``text`` in one rename: readers see the old file or the whole
     new one, never a part. The temporary file has ``mode`` from its first byte (mkstemp
     makes it 0600) and reaches the disk before the rename, so a full disk or a crash
-    leaves the old file, never an empty one. Returns whether anything changed."""
+    leaves the old file, never an empty one. ``owner`` (user and group of that name) is
+    set before the rename. Returns whether anything changed."""
     if path.is_file() and not path.is_symlink():
-        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+        same = path.read_text() == text and (path.stat().st_mode & 0o777) == mode
+        if same and (owner is None or path.owner() == owner):
             return False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -27,6 +31,8 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+        if owner is not None:
+            shutil.chown(tmp, owner, owner)
         os.replace(tmp, path)
     except OSError as error:
         os.unlink(tmp)
@@ -95,7 +101,7 @@ def open_no_links(path: Path, flags: int = os.O_RDONLY) -> int:
             fd = next_fd
         return os.open(path.name, flags | os.O_NOFOLLOW, dir_fd=fd)
     except OSError as error:
-        reason = "a symbolic link" if error.errno in (40, 20) else error.strerror  # ELOOP, ENOTDIR
+        reason = "a symbolic link" if error.errno in (errno.ELOOP, errno.ENOTDIR) else error.strerror
         raise DeployError(f"{path} cannot be opened without following links ({reason}): refused") from None
     finally:
         os.close(fd)

@@ -85,9 +85,6 @@ def _close(folder: Path, mode: int, keep_group: bool) -> None:
         folder.chmod(current & allowed)
 
 
-SECRET_PIECES = "settings_local.py, htpasswd, admin_password"
-
-
 def ensure_secrets(install: Install) -> list[str]:
     """The trio of local secrets: settings_local.py, and with basic auth htpasswd and the
     admin password it hashes. Each missing piece is made, atomically with mode 600; a piece

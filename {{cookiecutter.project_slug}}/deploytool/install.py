@@ -25,13 +25,12 @@ from .certs import has_certificate
 from .errors import DeployError
 from .files import ensure_link, open_no_links, prune, read_user_file, write_atomic
 from .init import close_database, make_links
-from .layout import NGINX_GROUP, Install, ensure_private_dir
+from .layout import NGINX_GROUP, NGINX_USER, Install, ensure_private_dir
 from .render import outputs, render, render_all
 from .services import PostgreSQL, for_install
 
 # Rendered files that stay in the install's etc/ (the app server reads them from there).
 STAY_LOCAL = {"env.conf.j2", "uwsgi.yaml.j2", "gunicorn.conf.py.j2"}
-NGINX_USER = "www-data"  # Debian's nginx workers read the htpasswd copy
 INSTALLED = "installed.list"  # root's record of what the system part put in place
 HTPASSWD_LINE = re.compile(rb"^[A-Za-z0-9_.@-]{1,64}:\$(6|5|2[aby]|apr1)\$[./0-9A-Za-z$]{8,200}$")
 
@@ -41,12 +40,7 @@ def system_texts(install: Install) -> dict[Path, tuple[str, int]]:
     that runs (etc/ mirrors /etc). Nothing is copied from the checkout's etc/: those files
     are the user's, and on a server the system part renders from root's own copy."""
     rendered = render_all(install)
-    return {
-        install.system("/etc") / path.relative_to(install.etc_dir): text_mode
-        for template, path in outputs(install).items()
-        if template not in STAY_LOCAL
-        for text_mode in [rendered[path]]
-    }
+    return {target: rendered[path] for path, target in system_files(install).items()}
 
 
 def system_files(install: Install) -> dict[Path, Path]:
@@ -173,7 +167,7 @@ def _install_htpasswd(install: Install, user: pwd.struct_passwd | None) -> Itera
     if not lines or not all(HTPASSWD_LINE.match(line) for line in lines):
         raise DeployError(f"{install.htpasswd} is not an htpasswd file (user:crypt-hash lines): refused")
     owner = NGINX_USER if user else None  # as root: nginx's workers; in a sandbox: its user
-    if _write_copy(install.nginx_htpasswd, data, 0o600, owner):
+    if write_atomic(install.nginx_htpasswd, data.decode(), 0o600, owner):
         yield f"installed {install.nginx_htpasswd} (mode 600)"
 
 
@@ -268,8 +262,8 @@ def root_command(install: Install) -> str:
     from it, pointed at the user's checkout as data."""
     copy = f"{ROOT_COPIES}/{install.site}"
     return (
-        f"git clone --no-local {install.root} {copy} (or from the project's repository, at the "
-        f"install's revision); cd {copy} && python3 -m deploytool --root {install.root} install --part system"
+        f"git clone --branch <the install's revision> <the project's repository> {copy}; "
+        f"cd {copy} && python3 -m deploytool --root {install.root} install --part system"
     )
 
 
@@ -294,23 +288,6 @@ def trusted_code(install: Install) -> None:
                 f"{path} is not root's alone (owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}): "
                 f"the system part runs from a copy only root can change: {root_command(install)}"
             )
-
-
-def _write_copy(target: Path, data: bytes, mode: int, owner: str | None = None) -> bool:
-    same = target.is_file() and target.read_bytes() == data and (target.stat().st_mode & 0o777) == mode
-    if same and (owner is None or target.owner() == owner):
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.new")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    tmp.chmod(mode)
-    if owner is not None:
-        shutil.chown(tmp, owner, owner)
-    os.replace(tmp, target)
-    return True
 
 
 def _run(argv: list[object], what: str) -> str:

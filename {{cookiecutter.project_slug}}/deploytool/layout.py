@@ -25,8 +25,9 @@ ENV_CONF = Path("etc/env.conf")
 PROJECT_JSON = Path("etc/project.json")
 # Linux's sun_path holds 108 bytes with the closing NUL: a longer unix socket path cannot bind.
 SOCKET_PATH_MAX = 107
-# The group Debian's nginx workers run as: the one group let into the app's socket folder.
-NGINX_GROUP = "www-data"
+# The user and group Debian's nginx workers run as: the one group let into the app's socket
+# folder, static/ and media/, and the owner of nginx's copy of the htpasswd file.
+NGINX_USER = NGINX_GROUP = "www-data"
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,7 @@ class Install:
         from .files import read_user_file  # files imports nothing of layout
 
         project = Project.load(code_root / PROJECT_JSON)
-        try:
-            uid = pwd.getpwnam(project.user).pw_uid
-        except KeyError:
-            raise DeployError(f"user {project.user!r} does not exist: useradd --create-home {project.user}") from None
-        env = parse_env_conf(read_user_file(root / ENV_CONF, uid).decode())
+        env = parse_env_conf(read_user_file(root / ENV_CONF, uid_of(project.user)).decode())
         return cls(project, root, env.get("INSTALL_TYPE", ""), system_root, app_bind_of(env), code_root)
 
     @classmethod
@@ -132,12 +129,7 @@ class Install:
         must belong to. As anyone else: None (the kernel's permissions decide)."""
         if os.geteuid() != 0 or self.root.lstat().st_uid == 0:
             return None  # not root, or root's own checkout (a bake as root): nothing to guard
-        try:
-            return pwd.getpwnam(self.project.user).pw_uid
-        except KeyError:
-            raise DeployError(
-                f"user {self.project.user!r} does not exist: useradd --create-home {self.project.user}"
-            ) from None
+        return uid_of(self.project.user)
 
     # ---- ports -------------------------------------------------------------------------
     @cached_property
@@ -372,6 +364,13 @@ class Install:
             self.root / "backups": self.backup_dir,
             self.settings_link: Path("../etc/settings_local.py"),
         }
+
+
+def uid_of(user: str) -> int:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise DeployError(f"user {user!r} does not exist: useradd --create-home {user}") from None
 
 
 def check_app_bind(address: str) -> str:

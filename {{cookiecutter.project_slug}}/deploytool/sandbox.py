@@ -120,7 +120,6 @@ def components(install: Install) -> list[services.PostgreSQL | services.Redis | 
 def as_sandbox(current: Install) -> Install:
     """The checkout as a sandbox install; refuses a checkout installed on this server."""
     if current.sandbox:
-        current.system("/run").mkdir(parents=True, exist_ok=True)
         return current
     enabled = current.nginx_dir / "sites-enabled"
     if any(enabled.glob(f"{current.site}*.nginx.conf")):
@@ -129,7 +128,6 @@ def as_sandbox(current: Install) -> Install:
             "use systemctl or bin/uwsgictl.sh here, or clone the repo elsewhere to try it"
         )
     sandbox = dataclasses.replace(current, system_root=current.root / SANDBOX)
-    sandbox.system("/run").mkdir(parents=True, exist_ok=True)  # nginx's pid file (nginx -t wants it)
     render(sandbox)  # env.conf now names the sandbox: bin/uwsgictl.sh follows it
     make_links(sandbox)
     return sandbox
@@ -175,6 +173,7 @@ def up(current: Install) -> Install:
     # local accounts; the servers started below inherit this.
     os.umask(0o027)
     sandbox = as_sandbox(current)
+    sandbox.system("/run").mkdir(parents=True, exist_ok=True)  # nginx's pid file (nginx -t wants it)
     ports_free(sandbox)
     nginx_valid(sandbox)  # a broken site never replaces the one nginx serves
     ensure_self_signed(sandbox)

@@ -166,10 +166,6 @@ class _Daemon:
     def pidfile(self) -> Path:
         return self.install.run_dir / f"{self.name}.pid"
 
-    @property
-    def port(self) -> str:
-        return str(self.install.ports[self.name])
-
     def command(self, foreground: bool) -> list[str]:
         """The server's command line: daemonized with a pid file (a sandbox), or in the
         foreground (systemd, supervisor)."""
