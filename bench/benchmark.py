@@ -1,7 +1,7 @@
 """Benchmark of the generated stack, side by side with the seeds' configurations, the bare
 app servers and a bare nginx, in one run, on loopback only.
 
-    sudo .venv/bin/python bench/benchmark.py [--duration 6] [--connections 16] [--rounds 5]
+    sudo .venv/bin/python -m bench.benchmark [--duration 6] [--connections 16] [--rounds 5]
 
 As root, like the tests (it creates their project user `djltest` if needed and runs every
 server as that user). It bakes two projects (uWSGI with systemd's semantics, gunicorn under
@@ -29,7 +29,7 @@ gives the median, and each ratio is the median of the rounds' ratios):
 
 each with requests/s, p99 latency and, from /proc, the CPU time nginx and the app server
 spent per request (steadier than requests/s when other work shares the machine);
-then the requests that fail while the generated stacks reload (`bin/uwsgictl.sh reload`),
+then the requests that fail while the generated stacks reload (`bin/appctl.sh reload`),
 rotate their logs (logrotate) and deploy a new revision (`deploytool deploy`) under the
 same load, and the time of a bake, of an init and of `up` to the first HTTPS 200.
 
@@ -59,26 +59,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (  # noqa: E402
+from bench.common import (
     TEMPLATE,
     VENV_NAME,
     Baked,
     Stack,
     as_user,
     bake,
-    ensure_programs,
-    ensure_project_user,
-    ensure_project_venv,
-    require_free,
-    require_root,
+    prepare,
     stack_up,
     table,
     tool,
-    wait_bindable,
 )
-from wrkload import COUNT_LUA, Seen, under_load  # noqa: E402  (tests/, put on the path by common)
+from tests.support.wrkload import COUNT_LUA, Seen, under_load
 
 # The dynamic pages, the same Django views in every configuration, read-only: path -> what
 # a correct answer holds. /health/ is the lightest (one query, a line of text: the proxy's
@@ -574,7 +567,7 @@ def time_init(stack: Stack, origin: Path, venv: Path) -> float:
 
 def actions(stack: Stack, work: Path) -> list[tuple[str, Callable[[], str]]]:
     """What runs under load on a generated stack: name -> action (returns a note)."""
-    ctl = stack.project / "bin/uwsgictl.sh"
+    ctl = stack.project / "bin/appctl.sh"
     uwsgi = stack.answers["app_server"] == "uwsgi"
 
     def reload() -> str:
@@ -604,7 +597,7 @@ def actions(stack: Stack, work: Path) -> list[tuple[str, Callable[[], str]]]:
             raise RuntimeError(f"deploytool deploy exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
         return proc.stdout.strip().splitlines()[-1].removeprefix("deploy: ")
 
-    found: list[tuple[str, Callable[[], str]]] = [("uwsgictl.sh reload", reload), ("logrotate -f", rotate)]
+    found: list[tuple[str, Callable[[], str]]] = [("appctl.sh reload", reload), ("logrotate -f", rotate)]
     if (stack.project / "deploytool/deploy.py").exists():
         found.append(("deploytool deploy", deploy))
     return found
@@ -816,14 +809,8 @@ def start_others(
 
 
 def benchmark(args: argparse.Namespace) -> Results:
-    require_root("benchmark.py")
-    ensure_programs("wrk", "nginx", "logrotate", "git", "openssl")
-    user, venv = ensure_project_user(), ensure_project_venv()
-    require_free(
-        [p for block in BLOCKS.values() for p in range(block + 20, block + 30)] + list(PORTS.values()),
-        "the benchmark's",
-    )
-    wait_bindable([p for block in BLOCKS.values() for p in range(block + 20, block + 30)])
+    ports = [p for block in BLOCKS.values() for p in range(block + 20, block + 30)] + list(PORTS.values())
+    user, venv = prepare("benchmark.py", ["wrk", "nginx", "logrotate", "git", "openssl"], ports, "benchmark")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     results = Results(

@@ -1,6 +1,7 @@
 """What bench/benchmark.py and bench/security.py share with the tests: the project user,
-its venv, baked projects and their sandbox stacks (tests/conftest.py's own helpers), and
-the tables both print. Run as root, like the tests: the project user is created if needed."""
+its venv, baked projects and their sandbox stacks (tests/support/), and the tables both
+print. Run from the template's root as modules (python -m bench.benchmark), as root like
+the tests: the project user is created if needed."""
 
 from __future__ import annotations
 
@@ -17,10 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TEMPLATE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(TEMPLATE / "tests"))
-
-from conftest import (  # noqa: E402  (the tests' folder is on the path only from here on)
+from tests.support import (
+    TEMPLATE,
     Stack,
     ensure_project_user,
     ensure_project_venv,
@@ -29,7 +28,7 @@ from conftest import (  # noqa: E402  (the tests' folder is on the path only fro
     tool,
 )
 
-__all__ = ["Stack", "ensure_project_user", "ensure_project_venv", "local_settings", "run", "tool"]
+__all__ = ["TEMPLATE", "Stack", "ensure_project_user", "ensure_project_venv", "local_settings", "run", "tool"]
 
 VENV_NAME = "env3.11"  # the default python_version's venv name in a baked project
 # Debian packages the scripts run, installed when missing (as tests/run.sh does).
@@ -47,7 +46,7 @@ def require_root(script: str) -> None:
     if os.geteuid() != 0:
         sys.exit(
             f"{script}: run it as root, like the tests (it creates the project user and runs every "
-            f"server as that user): sudo .venv/bin/python bench/{script}"
+            f"server as that user): sudo .venv/bin/python -m bench.{script.removesuffix('.py')}"
         )
 
 
@@ -170,3 +169,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Seque
         ).rstrip()
 
     return "\n".join([line(list(headers)), line(["-" * width for width in widths]), *map(line, cells)])
+
+
+def prepare(script: str, programs: Sequence[str], ports: Sequence[int], what: str) -> tuple[str, Path]:
+    """What both scripts do first: as root, the programs they run, the project user and its
+    venv, and their ports free (and out of TIME_WAIT). Returns the user and the venv."""
+    require_root(script)
+    ensure_programs(*programs)
+    user, venv = ensure_project_user(), ensure_project_venv()
+    require_free(ports, f"the {what}'s")
+    wait_bindable(ports)
+    return user, venv

@@ -1,6 +1,6 @@
 """Security report of the generated repo, for a stage and a pro install, in one table.
 
-    sudo .venv/bin/python bench/security.py
+    sudo .venv/bin/python -m bench.security
 
 As root, like the tests (it creates their project user `djltest` if needed and runs the
 installs as that user). It bakes a stage install (gunicorn, systemd, PostgreSQL) and a pro
@@ -17,7 +17,7 @@ then measures, each against its target:
 - modes of the local secret files (all 600);
 - the bad answers of tests/test_answers.py, each run through the rendered pre-gen hook as
   cookiecutter runs it: rejected with the expected line (all);
-- bad command lines given to deploytool and bin/uwsgictl.sh (unknown commands, bad values,
+- bad command lines given to deploytool and bin/appctl.sh (unknown commands, bad values,
   the wrong user): rejected with a message, no traceback, etc/ unchanged (all).
 
 Prints the table; exits 1 when a target is missed, 0 otherwise.
@@ -38,24 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (  # noqa: E402
+from bench.common import (
     TEMPLATE,
     VENV_NAME,
     Stack,
     as_user,
     bake,
-    ensure_programs,
-    ensure_project_user,
-    ensure_project_venv,
     local_settings,
-    require_free,
-    require_root,
+    prepare,
     stack_up,
     table,
     tool,
-    wait_bindable,
 )
 
 BLOCK = 64600  # stage 64610-64619, pro 64620-64629
@@ -209,7 +202,7 @@ def outsider_probes(stack: Stack) -> Row:
     """What tests/test_stack.py's attacks try, as nobody: the app server (uwsgi exec packet or
     /admin/ straight to gunicorn) on its socket and port, the stats, the caches, PostgreSQL's
     socket, and reading the secrets, the TLS key, the database and the logs."""
-    from probes import attempt, exec_packet, http_get  # tests/ is on the path (common.py)
+    from tests.support.probes import attempt, exec_packet, http_get
 
     env = stack.env
     marker = Path(tempfile.gettempdir()) / f"dj-layout-report-{stack.site}-outsider-ran"
@@ -265,8 +258,9 @@ def open_files(stack: Stack) -> Row:
 def bad_answers() -> Row:
     """Every bad answer of tests/test_answers.py through the pre-gen hook, rendered and run
     the way cookiecutter runs it: rejected, with the line that test expects."""
-    import test_answers  # tests/ is on the path (common.py)
     from cookiecutter.utils import create_env_with_context
+
+    from tests import test_answers
 
     hook = TEMPLATE / "hooks" / "pre_gen_project.py"
     rejected, wrong = 0, []
@@ -297,11 +291,11 @@ def tree_digest(folder: Path) -> str:
 
 
 def bad_command_lines(stack: Stack) -> Row:
-    """Bad command lines to deploytool and bin/uwsgictl.sh, by the project user or by root:
+    """Bad command lines to deploytool and bin/appctl.sh, by the project user or by root:
     each must exit non-zero with a message (no traceback) and leave etc/ as it was."""
     python = str(stack.project / VENV_NAME / "bin/python")
     deploytool = [python, "-m", "deploytool"]
-    ctl = str(stack.project / "bin/uwsgictl.sh")
+    ctl = str(stack.project / "bin/appctl.sh")
     user = ["runuser", "-u", stack.user, "--"]
     cases: list[tuple[str, list[str]]] = [
         ("no command", [*user, *deploytool]),
@@ -319,11 +313,11 @@ def bad_command_lines(stack: Stack) -> Row:
         ("up as root", [*deploytool, "up"]),
         ("deploy as root", [*deploytool, "deploy"]),
         ("install --part user as root", [*deploytool, "install", "--part", "user"]),
-        ("uwsgictl.sh with no command", [*user, ctl]),
-        ("uwsgictl.sh bogus", [*user, ctl, "bogus"]),
-        ("uwsgictl.sh 'status;id'", [*user, ctl, "status;id"]),
-        ("uwsgictl.sh start as root", [ctl, "start"]),
-        ("uwsgictl.sh reload as root", [ctl, "reload"]),
+        ("appctl.sh with no command", [*user, ctl]),
+        ("appctl.sh bogus", [*user, ctl, "bogus"]),
+        ("appctl.sh 'status;id'", [*user, ctl, "status;id"]),
+        ("appctl.sh start as root", [ctl, "start"]),
+        ("appctl.sh reload as root", [ctl, "reload"]),
     ]
     rejected, wrong = 0, []
     for name, argv in cases:
@@ -338,7 +332,7 @@ def bad_command_lines(stack: Stack) -> Row:
         if VERBOSE:
             print(f"  {name}: exit {proc.returncode}: {said.splitlines()[-1] if said else ''}"[:200], flush=True)
     result = f"{rejected} of {len(cases)}" + (f"; accepted: {'; '.join(wrong)[:400]}" if wrong else "")
-    return Row("bad command lines rejected (deploytool, uwsgictl.sh)", "", result, "all", rejected == len(cases))
+    return Row("bad command lines rejected (deploytool, appctl.sh)", "", result, "all", rejected == len(cases))
 
 
 # ---- the report ------------------------------------------------------------------------------------
@@ -352,12 +346,8 @@ def installs(user: str, venv: Path, stacks: ExitStack) -> Iterator[tuple[str, St
 
 
 def report() -> list[Row]:
-    require_root("security.py")
-    ensure_programs("nginx", "git", "openssl", "systemd-analyze", "initdb")
-    user, venv = ensure_project_user(), ensure_project_venv()
-    ports = range(BLOCK + 10, BLOCK + 30)
-    require_free(list(ports), "the security report's")
-    wait_bindable(list(ports))
+    programs = ["nginx", "git", "openssl", "systemd-analyze", "initdb"]
+    user, venv = prepare("security.py", programs, list(range(BLOCK + 10, BLOCK + 30)), "security report")
     rows: list[Row] = []
     with ExitStack() as stacks:
         for name, stack in installs(user, venv, stacks):

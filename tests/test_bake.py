@@ -11,53 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import postgresql_for, run, tool
-
-# Every value of every choice at least once, and the pairs that interact: each app server
-# under each process manager (stop/reload signals), each app server in a production
-# install (check --deploy), each database with each app server.
-MATRIX: dict[str, dict[str, Any]] = {
-    "default": {},
-    "stage-gunicorn-supervisor-postgresql-redis": {
-        "install_type": "stage",
-        "app_server": "gunicorn",
-        "process_manager": "supervisor",
-        "database": "postgresql",
-        "cache": "redis",
-        "admin_basic_auth": False,
-        "balancing": "least_conn",
-        "app_upstreams": "10.0.0.11, 10.0.0.12:60011 weight=2",
-    },
-    "pro-uwsgi-supervisor-memcached": {
-        "install_type": "pro",
-        "app_server": "uwsgi",
-        "process_manager": "supervisor",
-        "cache": "memcached",
-        "balancing": "ip_hash",
-        "certbot_email": "ops@example.org",
-    },
-    "pro-gunicorn-systemd-postgresql": {
-        "install_type": "pro",
-        "app_server": "gunicorn",
-        "process_manager": "systemd",
-        "database": "postgresql",
-        "app_upstreams": "192.168.10.1 weight=3, 192.168.10.2",
-    },
-    "stage-uwsgi-systemd-memcached": {
-        "install_type": "stage",
-        "app_server": "uwsgi",
-        "process_manager": "systemd",
-        "cache": "memcached",
-    },
-    "dev-gunicorn-supervisor-redis": {
-        "install_type": "dev",
-        "app_server": "gunicorn",
-        "process_manager": "supervisor",
-        "cache": "redis",
-        "admin_basic_auth": False,
-        "python_version": "3.11",
-    },
-}
+from support import MATRIX, postgresql_for, run, tool
 
 
 @pytest.fixture(scope="module", params=list(MATRIX), ids=list(MATRIX))
@@ -112,7 +66,7 @@ def test_generated_python_passes_ruff(baked: tuple[Path, dict[str, Any]]) -> Non
 def test_shell_scripts_pass_shellcheck(baked: tuple[Path, dict[str, Any]]) -> None:
     project, _ = baked
     scripts = [p for p in project.rglob("*.sh") if "env3" not in p.parts]
-    assert project / "bin/uwsgictl.sh" in scripts
+    assert project / "bin/appctl.sh" in scripts
     run([tool("shellcheck"), "-x", *scripts], cwd=project)
 
 

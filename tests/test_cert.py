@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -18,163 +17,31 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Stack, bake_for_user, run, running_stack
+from support import BLOCKS, Stack, bake_for_user, port_free, program, running_stack, wait_until
+from support.pebble import Pebble, make_tls_ca, running_pebble
 
-BLOCK = 63000  # a block of its own: other test modules use other blocks
+BLOCK = BLOCKS["cert"]
 # pebble's fixed ports, inside the block's spare tens (63040-63049): ACME directory,
 # management (roots), challtestsrv's fake DNS and its management. The failing pebble
 # has its own, so both can exist at once.
 PEBBLE_PORTS = {"acme": 63040, "management": 63041, "dns": 63042, "challtestsrv": 63043}
 FAILING_PEBBLE_PORTS = {"acme": 63045, "management": 63046, "dns": 63047, "challtestsrv": 63048}
 CLOSED_PORT = 63049  # nothing listens here: the failing pebble fetches challenges from it
-# Let's Encrypt's lifetime; pebble's default (5 years) is beyond Mozilla's 366-day maximum.
-VALIDITY = 90 * 24 * 3600
 CLIENTS = 4  # threads asking the site while it renews
 HOOK_ERROR = "ran with error output"  # certbot's words when a hook printed to stderr
 
 
 # ---- pebble ----------------------------------------------------------------------------------
-
-
-def program(name: str, package: str) -> str:
-    found = shutil.which(name)
-    assert found, f"{name} is not installed: apt-get install {package} (tests/run.sh does)"
-    return found
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def tls_ca() -> Iterator[Path]:
-    """A CA and a certificate for 127.0.0.1 that pebble serves its HTTPS with (Debian's
-    pebble ships no test certificates). Readable by the project user: certbot trusts the
-    CA through --ca-bundle."""
-    folder = Path(tempfile.mkdtemp(prefix="dj-layout-pebble-ca-"))
-    folder.chmod(0o755)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run(
-        ["openssl", "req", "-x509", *ec, "-days", "2", "-subj", "/CN=dj-layout test ACME CA"]
-        + ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]
-        + ["-keyout", folder / "ca.key", "-out", folder / "ca.pem"]
-    )
-    run(
-        ["openssl", "req", "-new", *ec, "-subj", "/CN=127.0.0.1", "-keyout", folder / "key.pem"]
-        + ["-out", folder / "csr"]
-    )
-    (folder / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    run(
-        ["openssl", "x509", "-req", "-in", folder / "csr", "-CA", folder / "ca.pem", "-CAkey", folder / "ca.key"]
-        + ["-CAcreateserial", "-days", "2", "-extfile", folder / "ext", "-out", folder / "cert.pem"]
-    )
-    (folder / "ca.pem").chmod(0o644)
+    """What pebble serves its HTTPS with; readable by the project user (certbot --ca-bundle)."""
+    folder = make_tls_ca()
     yield folder
     shutil.rmtree(folder)
-
-
-@dataclass
-class Pebble:
-    directory: str  # the ACME directory URL: deploytool cert --server
-    ca_bundle: Path  # what signed pebble's HTTPS: deploytool cert --ca-bundle
-    root: Path  # pebble's root CA of this run: what issued certificates chain to
-    log: Path
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-
-def wait_for(condition: object, what: str, timeout: float = 15) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def https_fetch(url_port: int, path: str, cafile: Path) -> tuple[int, bytes]:
-    context = ssl.create_default_context(cafile=str(cafile))
-    conn = http.client.HTTPSConnection("127.0.0.1", url_port, context=context, timeout=5)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-@contextmanager
-def running_pebble(tls_ca: Path, ports: dict[str, int], http_port: int) -> Iterator[Pebble]:
-    """pebble and its fake DNS (every name is 127.0.0.1), validating HTTP-01 on http_port."""
-    pebble = program("pebble", "pebble")
-    challtestsrv = program("pebble-challtestsrv", "pebble")
-    taken = [port for port in ports.values() if not port_free(port)]
-    assert not taken, f"ports {taken} are taken: stop what listens there (pebble's ports in these tests)"
-    folder = Path(tempfile.mkdtemp(prefix="dj-layout-pebble-"))
-    folder.chmod(0o755)
-    config = {
-        "pebble": {
-            "listenAddress": f"127.0.0.1:{ports['acme']}",
-            "managementListenAddress": f"127.0.0.1:{ports['management']}",
-            "certificate": str(tls_ca / "cert.pem"),
-            "privateKey": str(tls_ca / "key.pem"),
-            "httpPort": http_port,
-            "tlsPort": CLOSED_PORT,  # TLS-ALPN-01: never used by certbot's webroot
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
-            "certificateValidityPeriod": VALIDITY,
-        }
-    }
-    (folder / "pebble.json").write_text(json.dumps(config))
-    log = folder / "pebble.log"
-    result = Pebble(f"https://127.0.0.1:{ports['acme']}/dir", tls_ca / "ca.pem", folder / "root.pem", log)
-    env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
-    with log.open("wb") as out:
-        try:
-            dns = ["-dns01", f"127.0.0.1:{ports['dns']}", "-management", f"127.0.0.1:{ports['challtestsrv']}"]
-            off = ["-http01", "", "-https01", "", "-tlsalpn01", ""]  # its own challenge servers: unused
-            result.processes.append(
-                subprocess.Popen(
-                    [challtestsrv, *dns, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", *off],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            wait_for(lambda: not port_free(ports["challtestsrv"]), "pebble-challtestsrv listening")
-            argv = [pebble, "-config", folder / "pebble.json", "-dnsserver", f"127.0.0.1:{ports['dns']}"]
-            result.processes.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env))
-            wait_for(lambda: https_fetch(ports["acme"], "/dir", result.ca_bundle)[0] == 200, "pebble's directory")
-            # The root is made anew at every start: fetch this run's.
-            status, root = https_fetch(ports["management"], "/roots/0", result.ca_bundle)
-            assert status == 200 and b"BEGIN CERTIFICATE" in root, root
-            result.root.write_bytes(root)
-            result.root.chmod(0o644)
-            yield result
-        finally:
-            for process in reversed(result.processes):
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            shutil.rmtree(folder, ignore_errors=True)
-    left = [port for port in ports.values() if not port_free(port)]
-    assert not left, f"pebble's ports still taken after it stopped: {left}"
 
 
 # ---- the site's certificate, as a client sees it ---------------------------------------------
@@ -246,7 +113,7 @@ def issued(project_user: str, project_venv: Path, tls_ca: Path) -> Iterator[Issu
     against pebble, as the project user."""
     program("certbot", "certbot")
     with running_stack(project_user, project_venv, port_block_start=BLOCK, install_type="pro") as stack:
-        with running_pebble(tls_ca, PEBBLE_PORTS, stack.http) as pebble:
+        with running_pebble(tls_ca, PEBBLE_PORTS, stack.http, CLOSED_PORT) as pebble:
             started = time.monotonic()
             proc = stack.deploytool(
                 "cert", "--server", pebble.directory, "--ca-bundle", str(pebble.ca_bundle), check=False
@@ -340,7 +207,7 @@ def test_forced_renewal_reloads_nginx_without_a_failed_request(issued: Issued) -
     for thread in threads:
         thread.start()
     try:
-        wait_for(lambda: len(results) >= 20, "the clients' first requests")
+        wait_until(lambda: len(results) >= 20, "the clients' first requests")
         cli_ini = stack.sandbox / "etc/letsencrypt/cli.ini"
         started = time.monotonic()
         # As certbot's timer runs it (`certbot -q renew`), with the sandbox's cli.ini, the
@@ -350,8 +217,8 @@ def test_forced_renewal_reloads_nginx_without_a_failed_request(issued: Issued) -
             "env", f"REQUESTS_CA_BUNDLE={pebble.ca_bundle}", certbot, "renew", "--force-renewal", "--config", cli_ini
         )
         renewed = time.monotonic()
-        wait_for(lambda: get(stack, pebble.root)[1] != old_serial, "nginx serving the renewed certificate", 10)
-        wait_for(lambda: sum(1 for r in results if len(r) == 3 and r[2] != old_serial) >= 20, "requests after", 30)
+        wait_until(lambda: get(stack, pebble.root)[1] != old_serial, "nginx serving the renewed certificate", 10)
+        wait_until(lambda: sum(1 for r in results if len(r) == 3 and r[2] != old_serial) >= 20, "requests after", 30)
     finally:
         stop.set()
         for thread in threads:
@@ -409,7 +276,7 @@ def test_unreachable_challenge_fails_cleanly_and_keeps_the_site(stage: Stack, tl
     """The CA cannot reach port 80 (a firewall, wrong DNS): here pebble fetches from a port
     nothing listens on."""
     assert port_free(CLOSED_PORT)
-    with running_pebble(tls_ca, FAILING_PEBBLE_PORTS, CLOSED_PORT) as pebble:
+    with running_pebble(tls_ca, FAILING_PEBBLE_PORTS, CLOSED_PORT, CLOSED_PORT) as pebble:
         proc = stage.deploytool("cert", "--server", pebble.directory, "--ca-bundle", str(pebble.ca_bundle), check=False)
     print(f"\n{proc.stdout}{proc.stderr}")
     assert proc.returncode == 2
@@ -424,7 +291,7 @@ def test_unreachable_challenge_fails_cleanly_and_keeps_the_site(stage: Stack, tl
 def test_site_without_the_acme_snippet_fails_before_asking_the_ca(stage: Stack) -> None:
     """A bootstrap site that lost its `include .../acme.conf` never reaches certbot: the
     probe token is not served, the CA is not asked (no rate limit spent)."""
-    template = stage.project / "etc/templates/nginx/letsencrypt.conf.j2"
+    template = stage.project / "etc/templates/nginx/_port80.conf.j2"  # port 80 of both sites
     original = template.read_text()
     assert "snippets/acme.conf" in original
     template.write_text("\n".join(line for line in original.splitlines() if "acme.conf" not in line) + "\n")

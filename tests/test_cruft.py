@@ -26,13 +26,12 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from conftest import TEMPLATE, Stack, run, tool
+from support import BLOCKS, GIT, TEMPLATE, Stack, run, tool
 
 TEMPLATE_FILES = ["cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}", ".bumpversion.cfg", "pyproject.toml"]
 COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.py[co]", ".ruff_cache", ".pytest_cache")
-GIT = ["git", "-c", "user.name=dj-layout tests", "-c", "user.email=tests@dj-layout.invalid"]
 NEW_LINE = "# Template revision two: every uwsgi.yaml shows this line after `deploytool render`."
-BLOCK = 64000  # this module's stack is the pro install of the block (test_lifecycle runs dev and stage)
+BLOCK = BLOCKS["lifecycle"]  # this module's stack is the pro install of the block (test_lifecycle runs dev and stage)
 
 
 def user_env() -> dict[str, str]:
@@ -79,7 +78,11 @@ def template_repo() -> Iterator[TemplateRepo]:
         uwsgi.write_text(f"{head}\n{NEW_LINE}\n{rest}")
         init = generated / "deploytool/__init__.py"
         init.write_text(init.read_text() + "\n# Changed in the template's second revision.\n")
-        run(["git", "commit", "-q", "-am", "Second revision: a uwsgi.yaml line, a deploytool change"], cwd=repo)
+        # The template's own Django files change too, where the user's app is wired in.
+        package = generated / "{{cookiecutter.project_slug}}"
+        for name in ("settings.py", "urls.py"):
+            (package / name).write_text((package / name).read_text() + TEMPLATE_CHANGE)
+        run(["git", "commit", "-q", "-am", "Second revision: uwsgi.yaml, deploytool, settings and urls"], cwd=repo)
         run([tool("bump2version"), "minor"], cwd=repo)  # commits and tags, as a release does
         second = run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip()
         second_version = json.loads((repo / "cookiecutter.json").read_text())["_template_version"]
@@ -161,6 +164,49 @@ def deploytool(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run([project / "env3.11/bin/python", "-m", "deploytool", *args], cwd=project)
 
 
+# ---- the user's own code ----------------------------------------------------------------------
+TEMPLATE_CHANGE = "\n# Changed in the template's second revision.\n"
+BLOG_VIEWS = 'from django.http import HttpResponse\n\n\ndef index(request):\n    return HttpResponse("blog")\n'
+BLOG_URLS = (
+    'from django.urls import path\n\nfrom . import views\n\nurlpatterns = [path("", views.index, name="index")]\n'
+)
+CHECK_APP = (
+    "from django.conf import settings; from django.urls import resolve; "
+    "print(settings.BLOG_TITLE, 'blog' in settings.INSTALLED_APPS, resolve('/blog/').func.__module__)"
+)
+
+
+def add_an_app(project: Path, slug: str, manage: list[str | Path]) -> None:
+    """What the generated README says to do: startapp, the app and a setting in
+    custom_settings.py, its routes in custom_urls.py."""
+    run([*manage, "startapp", "blog"], cwd=project)
+    (project / "blog/views.py").write_text(BLOG_VIEWS)
+    (project / "blog/urls.py").write_text(BLOG_URLS)
+    custom = project / slug / "custom_settings.py"
+    text = custom.read_text().replace("EXTRA_APPS: list[str] = []", 'EXTRA_APPS: list[str] = ["blog"]')
+    custom.write_text(text + 'BLOG_TITLE = "Our blog"\n')
+    urls = project / slug / "custom_urls.py"
+    urls.write_text(
+        urls.read_text()
+        .replace(
+            "from django.urls import URLPattern, URLResolver",
+            "from django.urls import URLPattern, URLResolver, include, path",
+        )
+        .replace(
+            "urlpatterns: list[URLPattern | URLResolver] = []",
+            'urlpatterns: list[URLPattern | URLResolver] = [path("blog/", include("blog.urls"))]',
+        )
+    )
+    assert_the_app_works(project, manage)
+
+
+def assert_the_app_works(project: Path, manage: list[str | Path]) -> None:
+    run([*manage, "check"], cwd=project)
+    # The last line: Django 5.2's shell first says what it imported automatically.
+    shown = run([*manage, "shell", "-c", CHECK_APP], cwd=project).stdout.strip().splitlines()[-1].split()
+    assert shown == ["Our", "blog", "True", "blog.views"], shown
+
+
 # ---- the round trip --------------------------------------------------------------------------
 def test_create_then_update_keeps_every_local_file(
     template_repo: TemplateRepo, project_user: str, project_venv: Path
@@ -190,6 +236,7 @@ def test_create_then_update_keeps_every_local_file(
         assert "  processes: 4\n" in template.read_text()
         template.write_text(template.read_text().replace("  processes: 4\n", "  processes: 8\n"))
         (project / "README.md").write_text((project / "README.md").read_text() + "\nOur own notes.\n")
+        add_an_app(project, slug, manage)
         deploytool(project, "render")
         # On a server `deploytool install` makes the folder the logs link points at (the
         # user's, 750; its parents root's).
@@ -204,6 +251,7 @@ def test_create_then_update_keeps_every_local_file(
         git_as(None, project, "add", "-A")
         git_as(None, project, "commit", "-q", "-m", "Generated, and lived in")
 
+        custom_settings = (project / f"{slug}/custom_settings.py").read_text()
         names = local_files(project)
         assert {
             "etc/settings_local.py",
@@ -240,7 +288,14 @@ def test_create_then_update_keeps_every_local_file(
             "deploytool/__init__.py",
             "etc/project.json",
             "etc/templates/uwsgi.yaml.j2",
+            f"{slug}/settings.py",
+            f"{slug}/urls.py",
         }, changed
+        # The user's app and setting came through untouched, and work with the new template.
+        for name in (f"{slug}/settings.py", f"{slug}/urls.py"):
+            assert (project / name).read_text().endswith(TEMPLATE_CHANGE)
+        assert (project / f"{slug}/custom_settings.py").read_text() == custom_settings
+        assert_the_app_works(project, manage)
         git_as(None, project, "commit", "-q", "-am", f"Update to dj-layout {template_repo.second_version}")
 
         # The install takes the new templates on render; nothing else of its own changes.
@@ -301,7 +356,7 @@ def test_an_answer_changed_by_cruft_update_leaves_a_working_install(
         assert stack.env["APP_SERVER"] == "gunicorn"
         status, _, body = stack.https_get("/")
         assert status == 200 and b"Visits:" in body
-        assert "gunicorn is running" in stack.as_user(project / "bin/uwsgictl.sh", "status").stdout
+        assert "gunicorn is running" in stack.as_user(project / "bin/appctl.sh", "status").stdout
         # Everything `up` made (sandbox, static, database, venv link) is local and skipped too.
         assert uncovered(project, local_files(project, project_user)) == ["backups", "logs"]
         assert_clean_merge(project, project_user)

@@ -27,145 +27,21 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bake_for_user, run
-from wrkload import Seen, under_load, wrk_argv
+from support import BLOCKS, GIT, bake_for_user, program, run, wait_until
+from support.netns import HOSTS, Network, Node, make_ssh, sshd
+from support.wrkload import Seen, under_load, wrk_argv
 
-BLOCK = 64800  # this module's block; no other test module uses it
-SECOND_BLOCK = 64850  # a second project's, for ports --check
+BLOCK = BLOCKS["fleet"]
+SECOND_BLOCK = BLOCK + 50  # a second project's, for ports --check
 APP_PORT, HTTPS_PORT = BLOCK + 1, BLOCK + 3  # the dev install's app server and sandbox nginx
-LB_ADDRESS = "10.213.0.10"
-HOSTS = {"web1": "10.213.0.11", "web2": "10.213.0.12"}
 UPSTREAMS = ", ".join(HOSTS.values())
-GIT = ["git", "-c", "user.name=dj-layout tests", "-c", "user.email=tests@dj-layout.invalid"]
 HEALTH_TIMEOUT = "10"  # seconds a host's /health/ is given during a deploy
-
-
-def program(name: str, package: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    assert found, f"{name} is not installed: apt-get install {package} (tests/run.sh installs it)"
-    return found
-
-
-# ---- the network: namespaces, a bridge, veth pairs -------------------------------------------
-class Network:
-    """lb, web1 and web2 on one private /24, in namespaces only this module made."""
-
-    def __init__(self) -> None:
-        self.ip = program("ip", "iproute2")
-        tag = f"djlf{os.getpid()}"
-        self.names = {"lb": f"{tag}-lb", **{host: f"{tag}-{host}" for host in HOSTS}}
-        self.made: list[str] = []
-
-    def _ip(self, *args: str) -> None:
-        run([self.ip, *args])
-
-    def create(self) -> None:
-        for name in self.names.values():
-            self._ip("netns", "add", name)
-            self.made.append(name)
-            self._ip("-n", name, "link", "set", "lo", "up")
-        lb = self.names["lb"]
-        self._ip("-n", lb, "link", "add", "br0", "type", "bridge")
-        self._ip("-n", lb, "addr", "add", f"{LB_ADDRESS}/24", "dev", "br0")
-        self._ip("-n", lb, "link", "set", "br0", "up")
-        for host, address in HOSTS.items():
-            ns, port = self.names[host], f"v{host}"
-            # Both ends are made inside namespaces: nothing appears in this machine's own.
-            self._ip("-n", lb, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            self._ip("-n", lb, "link", "set", port, "master", "br0")
-            self._ip("-n", lb, "link", "set", port, "up")
-            self._ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-            self._ip("-n", ns, "link", "set", "eth0", "up")
-
-    def exec(self, where: str, *argv: str | Path) -> list[str]:
-        return [self.ip, "netns", "exec", self.names[where], *map(str, argv)]
-
-    def remove(self) -> list[int]:
-        """Delete the namespaces; processes still in them (started here) are killed first."""
-        killed = []
-        for name in self.made:
-            pids = subprocess.run([self.ip, "netns", "pids", name], capture_output=True, text=True).stdout.split()
-            for pid in map(int, pids):
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-        for name in self.made:
-            subprocess.run([self.ip, "netns", "del", name], capture_output=True)
-        self.made = []
-        return killed
-
-
-# ---- a host and its install --------------------------------------------------------------------
-@dataclass
-class Node:
-    """A host (namespace) with one install of the project, run as the project user."""
-
-    name: str
-    network: Network
-    root: Path
-    user: str
-
-    def run(self, *argv: str | Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        command = self.network.exec(self.name, "runuser", "-u", self.user, "--", *argv)
-        proc = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=timeout)
-        if check:
-            assert proc.returncode == 0, (
-                f"{self.name}: {' '.join(command)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
-
-    def deploytool(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run(self.root / "env3.11/bin/python", "-m", "deploytool", *args, check=check)
-
-    def popen_deploytool(self, *args: str) -> subprocess.Popen[str]:
-        argv = self.network.exec(self.name, "runuser", "-u", self.user, "--", self.root / "env3.11/bin/python")
-        return subprocess.Popen(
-            [*argv, "-m", "deploytool", *args],
-            cwd=self.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def git(self, *args: str) -> str:
-        return self.run(*GIT, *args).stdout.strip()
-
-    def head(self) -> str:
-        return self.git("rev-parse", "HEAD")
-
-    @property
-    def env(self) -> dict[str, str]:
-        lines = (self.root / "etc/env.conf").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
-
-    def app_pids(self) -> list[int]:
-        """The app server's master and workers."""
-        out = self.run(self.root / "bin/uwsgictl.sh", "status").stdout
-        match = re.search(r"pid (\d+)", out)
-        assert match, out
-        master = int(match.group(1))
-        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-        return [master, *map(int, children)]
-
-    def listening(self) -> list[tuple[str, int]]:
-        """(address, port) of the listening TCP sockets in this host's namespace."""
-        found = []
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            text = subprocess.run(self.network.exec(self.name, "cat", table), capture_output=True, text=True).stdout
-            for row in text.splitlines()[1:]:
-                fields = row.split()
-                if fields[3] == "0A":
-                    address, port = fields[1].rsplit(":", 1)
-                    raw = bytes.fromhex(address)
-                    shown = socket.inet_ntop(socket.AF_INET, raw[::-1]) if len(raw) == 4 else address
-                    found.append((shown, int(port, 16)))
-        return found
 
 
 # ---- load and requests through the front nginx ---------------------------------------------------
@@ -205,10 +81,7 @@ class Fleet:
     def wait_for_new_nginx_workers(self, old: set[str]) -> None:
         """A reload starts new workers; the old ones close their keep-alive connections as
         they go: measure once only new workers are left."""
-        deadline = time.monotonic() + 15
-        while (workers := self.nginx_workers()) & old or not workers:
-            assert time.monotonic() < deadline, f"old nginx workers {old & workers} still run 15 s after the reload"
-            time.sleep(0.1)
+        wait_until(lambda: (workers := self.nginx_workers()) and not workers & old, "only new nginx workers", 15)
 
     def wrk(self, seconds: int, connections: int) -> list[str]:
         """wrk on the front's /health/, from inside lb, counting answers by revision."""
@@ -282,79 +155,6 @@ class Fleet:
     def history(self, host: str) -> list[dict[str, Any]]:
         path = self.web[host].root / "data/deploy.json"
         return json.loads(path.read_text()).get("history", []) if path.exists() else []
-
-
-# ---- SSH: keys, sshd per host, known_hosts, the client's ssh_config -------------------------------
-SSHD_CONFIG = """# sshd of the test host {host}: its own address, keys and log; nothing else.
-ListenAddress {address}:22
-HostKey {key}
-PidFile none
-# The client key the test made, in a file under the temp folder: StrictModes would refuse
-# it there (its parent folders are not root's), and the file is the test's own.
-AuthorizedKeysFile {authorized}
-StrictModes no
-AllowUsers {user}
-PermitRootLogin no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-# PAM: the project user has a locked password (useradd), which only PAM lets keys past.
-UsePAM yes
-UseDNS no
-"""
-
-
-def make_ssh(fleet_base: Path, user: str) -> tuple[Path, dict[str, Path], Path]:
-    """Client key (the user's), host keys (root's), known_hosts and ssh_config (the user's)."""
-    keygen = program("ssh-keygen", "openssh-client")
-    ssh = fleet_base / "ssh"
-    ssh.mkdir()
-    run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "fleet test", "-f", ssh / "id_ed25519"])
-    host_keys = {}
-    for host in HOSTS:
-        folder = fleet_base / f"sshd-{host}"
-        folder.mkdir(mode=0o700)
-        run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", host, "-f", folder / "host_ed25519"])
-        host_keys[host] = folder / "host_ed25519"
-    # known_hosts from the keys themselves: no keyscan, no trust on first use.
-    lines = [
-        f"{HOSTS[host]} {' '.join(key.with_suffix('.pub').read_text().split()[:2])}" for host, key in host_keys.items()
-    ]
-    (ssh / "known_hosts").write_text("\n".join(lines) + "\n")
-    (ssh / "authorized_keys").write_text((ssh / "id_ed25519.pub").read_text())
-    (ssh / "config").write_text(
-        "Host *\n"
-        f"    IdentityFile {ssh / 'id_ed25519'}\n"
-        f"    UserKnownHostsFile {ssh / 'known_hosts'}\n"
-        "    GlobalKnownHostsFile /dev/null\n"
-    )
-    run(["chown", "-R", f"{user}:{user}", ssh])
-    return ssh, host_keys, ssh / "authorized_keys"
-
-
-@contextmanager
-def sshd(network: Network, host: str, key: Path, authorized: Path, user: str) -> Iterator[None]:
-    folder = key.parent
-    config = folder / "sshd_config"
-    config.write_text(SSHD_CONFIG.format(host=host, address=HOSTS[host], key=key, authorized=authorized, user=user))
-    binary = program("sshd", "openssh-server")
-    run([binary, "-t", "-f", config])  # the config is valid before it runs
-    log = open(folder / "sshd.log", "w")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(network.exec(host, binary, "-D", "-e", "-f", config), stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 10
-        while f"Server listening on {HOSTS[host]} port 22" not in (folder / "sshd.log").read_text():
-            assert server.poll() is None, f"sshd of {host} exited: {(folder / 'sshd.log').read_text()}"
-            assert time.monotonic() < deadline, f"sshd of {host} does not listen: {(folder / 'sshd.log').read_text()}"
-            time.sleep(0.1)
-        yield
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 # ---- the fleet ------------------------------------------------------------------------------------
@@ -530,11 +330,11 @@ def test_a_stopped_app_server_costs_no_request(fleet: Fleet) -> None:
     web2 = fleet.web["web2"]
     error_log = fleet.lb.root / "logs/nginx.error.log"
     logged = len(error_log.read_text().splitlines()) if error_log.exists() else 0
-    web2.run(web2.root / "bin/uwsgictl.sh", "stop")
+    web2.run(web2.root / "bin/appctl.sh", "stop")
     try:
         traffic = fleet.burst(3)
     finally:
-        web2.run(web2.root / "bin/uwsgictl.sh", "start")
+        web2.run(web2.root / "bin/appctl.sh", "start")
     traffic.assert_nothing_failed()
     print(f"web2's app server stopped: {traffic.requests} requests, 0 failed, all from web1: {traffic.revisions}")
     assert traffic.revisions == {fleet.first["web1"][:12]: traffic.ok}

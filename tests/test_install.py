@@ -14,16 +14,15 @@ import signal
 import socket
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import GENERATED as TEMPLATE_GENERATED
-from conftest import Stack, bake_for_user, root_copy, run, running_stack, tool
-from unitsandbox import as_the_unit, in_the_units_sandbox
+from support import BLOCKS, Stack, bake_for_user, root_copy, run, running_stack, tool, wait_until
+from support import GENERATED as TEMPLATE_GENERATED
+from support.unitsandbox import as_the_unit, in_the_units_sandbox
 
-BLOCK = 62050  # a block of its own: other test modules use other blocks
+BLOCK = BLOCKS["install"]
 
 
 @pytest.fixture
@@ -175,7 +174,7 @@ def test_app_that_fails_to_import_is_not_reloaded(stack: Stack) -> None:
     good = urls.read_text()
     urls.write_text(good + "\nraise ImportError('a deploy broke this module')\n")
     try:
-        proc = stack.as_user(stack.project / "bin/uwsgictl.sh", "reload", check=False)
+        proc = stack.as_user(stack.project / "bin/appctl.sh", "reload", check=False)
         assert proc.returncode != 0 and "does not import" in proc.stderr
         assert stack.https_get("/")[0] == 200  # the running code keeps serving
     finally:
@@ -293,10 +292,10 @@ def test_dedicated_servers_run_from_their_units(
                     )
         # PostgreSQL on its port (password required); the cache on a unix socket only.
         cache_socket = Path(stack.env["RUN_DIR"]) / f"{cache}.sock"
-        deadline = time.monotonic() + 30
-        while stack.listening() != [int(stack.env["PORT_POSTGRESQL"])] or not cache_socket.is_socket():
-            assert time.monotonic() < deadline, (stack.listening(), output.read_text())
-            time.sleep(0.2)
+        wait_until(
+            lambda: stack.listening() == [int(stack.env["PORT_POSTGRESQL"])] and cache_socket.is_socket(),
+            f"PostgreSQL on its port and {cache} on its socket ({output})",
+        )
 
         second = stack.deploytool("install", "--part", "user")
         assert "applied migrations" in second.stdout, second.stdout

@@ -22,15 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Stack, run, running_stack, tool
-from wrkload import Seen, under_load, wrk_argv
+from support import BLOCKS, GIT, LIFECYCLE, Stack, run, running_stack, tool
+from support.wrkload import Seen, under_load, wrk_argv
 
-BLOCK = 64000
-STACKS: dict[str, dict[str, Any]] = {
-    "dev-uwsgi-systemd": {},
-    "stage-gunicorn-supervisor": {"install_type": "stage", "app_server": "gunicorn", "process_manager": "supervisor"},
-}
-GIT = ["git", "-c", "user.name=dj-layout tests", "-c", "user.email=tests@dj-layout.invalid"]
+BLOCK = BLOCKS["lifecycle"]
 HEALTH_TIMEOUT = "5"  # seconds a broken revision's /health/ is given before the rollback
 
 
@@ -86,9 +81,9 @@ class Lifecycle:
         return json.loads((self.stack.project / "data/deploy.json").read_text())
 
 
-@pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
+@pytest.fixture(scope="module", params=list(LIFECYCLE), ids=list(LIFECYCLE))
 def lifecycle(request: pytest.FixtureRequest, project_user: str, project_venv: Path) -> Iterator[Lifecycle]:
-    answers = {"port_block_start": BLOCK, **STACKS[request.param]}
+    answers = {"port_block_start": BLOCK, **LIFECYCLE[request.param]}
     with running_stack(project_user, project_venv, **answers) as stack:
         base = stack.project.parent
         origin, work = base / "origin.git", base / "work"
@@ -296,7 +291,7 @@ def test_without_a_remote_the_revision_must_be_named(lifecycle: Lifecycle) -> No
 # ---- reloads and log rotation ----------------------------------------------------------------
 def test_reloads_and_log_rotation_under_load_lose_nothing(lifecycle: Lifecycle) -> None:
     stack = lifecycle.stack
-    ctl = stack.project / "bin/uwsgictl.sh"
+    ctl = stack.project / "bin/appctl.sh"
     logs = stack.project / "logs"
     conf = next((stack.sandbox / "etc/logrotate.d").iterdir())
     with load(stack) as traffic:

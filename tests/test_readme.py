@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import TEMPLATE, Stack, run
+from support import TEMPLATE, Stack, run
 
 README = (TEMPLATE / "README.md").read_text()
 

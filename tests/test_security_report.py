@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE
+from support import TEMPLATE
 
 pytestmark = pytest.mark.usefixtures("as_root")
 
@@ -30,7 +30,7 @@ ROWS = [
         )
         for install in ("stage", "pro")
     ],
-    ("bad command lines rejected (deploytool, uwsgictl.sh)", "pro"),
+    ("bad command lines rejected (deploytool, appctl.sh)", "pro"),
     ("bad answers rejected by the pre-gen hook (test_answers.BAD)", "-"),
 ]
 
@@ -38,7 +38,7 @@ ROWS = [
 def test_security_report_holds_every_target(project_user: str, project_venv: Path) -> None:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(TEMPLATE / "bench/security.py")],
+        [sys.executable, "-m", "bench.security"],
         capture_output=True,
         text=True,
         timeout=170,

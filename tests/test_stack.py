@@ -17,34 +17,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import Stack, local_settings, running_stack, tool
-from probes import ATTACKER, exec_packet, http_get
-from probes import attempt as probe
+from support import BLOCKS, STACKS, Stack, local_settings, running_stack, tool, wait_until
+from support.probes import ATTACKER, exec_packet, http_get
+from support.probes import attempt as probe
 
-# Each app server under each process manager's semantics (systemd's is run by
-# bin/uwsgictl.sh in the sandbox), each database and cache, dev and production settings.
-STACKS: dict[str, dict[str, Any]] = {
-    "dev-uwsgi-systemd-sqlite": {},
-    "stage-gunicorn-supervisor-postgresql-redis": {
-        "install_type": "stage",
-        "app_server": "gunicorn",
-        "process_manager": "supervisor",
-        "database": "postgresql",
-        "cache": "redis",
-    },
-    "pro-uwsgi-supervisor-sqlite-memcached": {
-        "install_type": "pro",
-        "app_server": "uwsgi",
-        "process_manager": "supervisor",
-        "cache": "memcached",
-    },
-}
-
-
-BLOCK = 62000  # a block of its own: other test modules use 60000
+BLOCK = BLOCKS["stack"]
 
 
 @pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
@@ -55,19 +34,10 @@ def stack(request: pytest.FixtureRequest, project_user: str, project_venv: Path)
 
 
 def app_pid(stack: Stack) -> int:
-    proc = stack.as_user(stack.project / "bin/uwsgictl.sh", "status", check=False)
+    proc = stack.as_user(stack.project / "bin/appctl.sh", "status", check=False)
     match = re.search(r"pid (\d+)", proc.stdout)
     assert proc.returncode == 0 and match, proc.stdout + proc.stderr
     return int(match.group(1))
-
-
-def wait(condition: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 # ---- HTTPS through nginx ---------------------------------------------------------------------
@@ -139,7 +109,7 @@ def app(stack: Stack, command: str) -> None:
         conf = stack.sandbox / "etc/supervisor/supervisord.conf"
         stack.as_user("supervisorctl", "-c", conf, command, stack.env["SERVICE"])
     else:
-        stack.as_user(stack.project / "bin/uwsgictl.sh", command)
+        stack.as_user(stack.project / "bin/appctl.sh", command)
 
 
 def test_static_is_served_by_nginx_with_long_cache_and_gzip(stack: Stack) -> None:
@@ -154,7 +124,7 @@ def test_static_is_served_by_nginx_with_long_cache_and_gzip(stack: Stack) -> Non
         assert b"font-family" in gzip.decompress(body)
     finally:
         app(stack, "start")
-    wait(lambda: stack.https_get("/")[0] == 200, "the site answering after the app's start")
+    wait_until(lambda: stack.https_get("/")[0] == 200, "the site answering after the app's start")
 
 
 def test_media_is_served_by_nginx(stack: Stack) -> None:
@@ -244,23 +214,23 @@ def test_supervisord_restarts_a_crash_but_not_a_stop(stack: Stack) -> None:
     supervisorctl = ["supervisorctl", "-c", stack.sandbox / "etc/supervisor/supervisord.conf"]
     pid = app_pid(stack)
     os.kill(pid, 9)
-    wait(
+    wait_until(
         lambda: (
-            stack.as_user(stack.project / "bin/uwsgictl.sh", "status", check=False).returncode == 0
+            stack.as_user(stack.project / "bin/appctl.sh", "status", check=False).returncode == 0
             and app_pid(stack) != pid
         ),
         "supervisord restarting the app after kill -9",
     )
     # supervisord counts the program as started after startsecs; only then is an exit final.
-    wait(lambda: "RUNNING" in stack.as_user(*supervisorctl, "status", check=False).stdout, "state RUNNING")
+    wait_until(lambda: "RUNNING" in stack.as_user(*supervisorctl, "status", check=False).stdout, "state RUNNING")
     assert stack.https_get("/")[0] == 200
-    stack.as_user(stack.project / "bin/uwsgictl.sh", "stop")  # a stop by hand
+    stack.as_user(stack.project / "bin/appctl.sh", "stop")  # a stop by hand
     time.sleep(7)  # longer than startsecs: a restart would have happened by now
-    assert stack.as_user(stack.project / "bin/uwsgictl.sh", "status", check=False).returncode == 3
+    assert stack.as_user(stack.project / "bin/appctl.sh", "status", check=False).returncode == 3
     state = stack.as_user(*supervisorctl, "status", check=False).stdout
     assert re.search(r"\b(STOPPED|EXITED)\b", state), state
     stack.as_user(*supervisorctl, "start", stack.env["SERVICE"])
-    wait(lambda: stack.https_get("/")[0] == 200, "the site answering after supervisorctl start")
+    wait_until(lambda: stack.https_get("/")[0] == 200, "the site answering after supervisorctl start")
 
 
 def test_status_tells_what_runs(stack: Stack) -> None:
@@ -279,7 +249,7 @@ def test_logs_land_under_logs_and_rotate_without_a_restart(stack: Stack) -> None
     assert logs.is_symlink()
     stack.https_get("/")
     # nginx buffers its access log (flushed within a second): rotate once the line is there.
-    wait(lambda: (logs / "nginx.access.log").stat().st_size > 0, "nginx flushing its access log")
+    wait_until(lambda: (logs / "nginx.access.log").stat().st_size > 0, "nginx flushing its access log")
     names = {p.name for p in logs.iterdir()}
     app_log = "uwsgi.log" if stack.answers["app_server"] == "uwsgi" else "gunicorn.error.log"
     assert {"nginx.access.log", app_log} <= names
@@ -292,9 +262,11 @@ def test_logs_land_under_logs_and_rotate_without_a_restart(stack: Stack) -> None
     # A 404 is logged by nginx and by the app server (both log their 4xx and 5xx answers).
     marker = f"/rotated-{time.time_ns()}/"
     assert stack.https_get(marker)[0] == 404
-    wait(lambda: marker.encode() in (logs / "nginx.access.log").read_bytes(), "nginx writing to the new log")
+    wait_until(lambda: marker.encode() in (logs / "nginx.access.log").read_bytes(), "nginx writing to the new log")
     writer_log = logs / ("uwsgi.log" if stack.answers["app_server"] == "uwsgi" else "gunicorn.access.log")
-    wait(lambda: marker.encode() in writer_log.read_bytes(), f"the app server writing to the new {writer_log.name}")
+    wait_until(
+        lambda: marker.encode() in writer_log.read_bytes(), f"the app server writing to the new {writer_log.name}"
+    )
     assert app_pid(stack) == pid  # no restart
     # From then on nothing lands in the rotated files (a writer may finish a line there while
     # it reopens, as supervisord does): every writer, nginx, the app server and its workers,
@@ -302,17 +274,19 @@ def test_logs_land_under_logs_and_rotate_without_a_restart(stack: Stack) -> None
     rotated = {path.name: path.stat().st_size for path in logs.glob("*.log.1")}
     again = f"/rotated-again-{time.time_ns()}/"
     assert stack.https_get(again)[0] == 404
-    wait(lambda: again.encode() in (logs / "nginx.access.log").read_bytes(), "nginx writing to the new log")
-    wait(lambda: again.encode() in writer_log.read_bytes(), f"the app server writing to the new {writer_log.name}")
+    wait_until(lambda: again.encode() in (logs / "nginx.access.log").read_bytes(), "nginx writing to the new log")
+    wait_until(
+        lambda: again.encode() in writer_log.read_bytes(), f"the app server writing to the new {writer_log.name}"
+    )
     grown = {name for name, size in rotated.items() if (logs / name).stat().st_size != size}
     assert not grown, f"still written to after the rotation: {grown}"
 
 
-# ---- bin/uwsgictl.sh on the running stack ---------------------------------------------------
+# ---- bin/appctl.sh on the running stack ---------------------------------------------------
 
 
-def test_uwsgictl_drives_the_running_stack(stack: Stack) -> None:
-    ctl = stack.project / "bin/uwsgictl.sh"
+def test_appctl_drives_the_running_stack(stack: Stack) -> None:
+    ctl = stack.project / "bin/appctl.sh"
     refused = subprocess.run([ctl, "status"], capture_output=True, text=True)  # as root
     assert refused.returncode != 0 and "root" in refused.stderr
     pid = app_pid(stack)
@@ -330,7 +304,7 @@ def test_uwsgictl_drives_the_running_stack(stack: Stack) -> None:
     stack.as_user(ctl, "restart")
     assert app_pid(stack) != pid and stack.https_get("/")[0] == 200
     app(stack, "start")  # back under the process manager (it takes over a hand-started server)
-    wait(lambda: stack.https_get("/")[0] == 200, "the site under its process manager again")
+    wait_until(lambda: stack.https_get("/")[0] == 200, "the site under its process manager again")
 
 
 # ---- other local accounts: the attacker on a shared server -------------------------------------
@@ -361,7 +335,7 @@ def test_outsider_cannot_reach_the_app_server(stack: Stack, drop_box: Path) -> N
         # The same packet from an account let in (the project user) does run the command:
         # the socket's permissions are all that stops nobody.
         assert probe([("unix", socket_path, packet)], account=stack.user)[0].startswith("ok:")
-        wait(marker.exists, "the project user's exec packet running its command", 10)
+        wait_until(marker.exists, "the project user's exec packet running its command", 10)
     # Through nginx, /admin/ still wants the basic-auth password.
     assert stack.https_get("/admin/")[0] == 401
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Stack, bake_for_user, root_copy, run, tool
+from support import BLOCKS, Stack, bake_for_user, root_copy, run, tool
 
-BLOCK = 62150  # a block of its own: other test modules use other blocks
+BLOCK = BLOCKS["trust"]
 VICTIM_BYTES = b"root-only secret 7f3a9c\n"
 
 

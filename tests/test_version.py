@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import tomllib
-from conftest import TEMPLATE, run, tool
+from support import TEMPLATE, run, tool
 
 
 def versions() -> dict[str, str]:

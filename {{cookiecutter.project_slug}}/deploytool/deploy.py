@@ -1,5 +1,5 @@
 """`deploytool deploy [REV]`: put a revision of the repo live in this install, or keep the
-live one serving (seed 002's fabfile, with a health check and a rollback).
+live one serving (a fabfile's steps, with a health check and a rollback).
 
 Run as the project user from the install (a git checkout), while the app server runs:
 
@@ -11,7 +11,7 @@ Run as the project user from the install (a git checkout), while the app server 
   check          manage.py check (--deploy --fail-level WARNING on stage and pro)
   migrate        manage.py migrate
   collectstatic  manage.py collectstatic (hashed names: the old code's files stay in place)
-  reload         bin/uwsgictl.sh reload: graceful, no request lost; refuses code that does not import
+  reload         bin/appctl.sh reload: graceful, no request lost; refuses code that does not import
   health         GET https://<site>/health/ through nginx, until it answers 200 for the revision
 
 If a step after the checkout fails, the code goes back to the previous revision (git), with
@@ -29,13 +29,12 @@ git-ignored, skipped by cruft); `deploytool status` shows them.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import http.client
-import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -45,17 +44,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .certs import sandbox_ca
+from . import fleet, proc
+from .certificates import sandbox_ca
 from .errors import DeployError
-from .files import write_atomic
+from .history import add_attempt, read_record
+from .history import head as _head
+from .history import short as _short
 from .install import root_command, system_files
 from .layout import Install
 from .probe import https_get
 from .render import render
 
-RECORD = Path("data/deploy.json")
 LOCK = Path("data/deploy.lock")
-HISTORY = 20  # attempts kept in the record
 HEALTH_PATH = "/health/"
 REVISION = re.compile(r"[0-9a-f]{7,40}")
 
@@ -95,10 +95,8 @@ class Deploy:
             _git(self.install, "fetch", "--all", "--tags", "--quiet", timeout=300)
         if revision is None:
             revision = _upstream(self.install, bool(remotes))
-        found = subprocess.run(
-            ["git", "-C", str(self.install.root), "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
-            capture_output=True,
-            text=True,
+        found = proc.attempt(
+            ["git", "-C", self.install.root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"]
         )
         if found.returncode != 0:
             where = "after git fetch" if remotes else "(this checkout has no remote)"
@@ -125,11 +123,8 @@ class Deploy:
         live = read_record(self.install).get("live") or {}
         if live.get("requirements_sha256"):
             return str(live["requirements_sha256"])
-        shown = subprocess.run(
-            ["git", "-C", str(self.install.root), "show", f"{self.previous}:requirements.txt"],
-            capture_output=True,
-        )
-        return hashlib.sha256(shown.stdout).hexdigest() if shown.returncode == 0 else None
+        shown = proc.attempt(["git", "-C", self.install.root, "show", f"{self.previous}:requirements.txt"])
+        return hashlib.sha256(shown.stdout.encode()).hexdigest() if shown.returncode == 0 else None
 
     def render(self) -> str:
         changed = render(self.install)
@@ -279,7 +274,7 @@ def _failed(run: Deploy, failure: StepFailed, seconds: float) -> int:
         _record(install, run, "rollback failed", seconds, failure, problems)
         print(
             f"deploytool deploy: {what} ({_last_line(failure.reason)}), and the rollback to {_short(run.previous)} "
-            f"failed too: {'; '.join(problems)}. Fix that by hand now (bin/uwsgictl.sh status, logs/).{migrations}",
+            f"failed too: {'; '.join(problems)}. Fix that by hand now (bin/appctl.sh status, logs/).{migrations}",
             file=sys.stderr,
         )
         return ROLLBACK_FAILED
@@ -301,9 +296,7 @@ def _last_line(text: str) -> str:
 # ---- preflight -------------------------------------------------------------------------------
 def preflight(install: Install) -> str:
     """The revision checked out now, once the install is known to be deployable."""
-    top = subprocess.run(
-        ["git", "-C", str(install.root), "rev-parse", "--show-toplevel"], capture_output=True, text=True
-    )
+    top = proc.attempt(["git", "-C", install.root, "rev-parse", "--show-toplevel"])
     if top.returncode != 0 or Path(top.stdout.strip()).resolve() != install.root.resolve():
         raise DeployError(
             f"{install.root} is not a git checkout ({(top.stderr or top.stdout).strip()}): deploy works on a "
@@ -316,12 +309,12 @@ def preflight(install: Install) -> str:
             f"tracked files have uncommitted changes ({files}): commit them (or `git stash`), then deploy; "
             "a deploy never overwrites them. Nothing was changed"
         )
-    status = subprocess.run([str(install.ctl), "status"], capture_output=True, text=True)
+    status = proc.attempt([install.ctl, "status"])
     if status.returncode != 0:
+        start = f"{install.python} -m deploytool up" if install.sandbox else f"systemctl start {install.service}"
         raise DeployError(
             f"the app server is not running ({(status.stdout + status.stderr).strip()}): start it first "
-            f"({'systemctl start ' + install.service if not install.sandbox else 'python -m deploytool up'}); "
-            "a deploy reloads a running app server. Nothing was changed"
+            f"({start}); a deploy reloads a running app server. Nothing was changed"
         )
     head = _head(install)
     if head is None:
@@ -344,68 +337,32 @@ def _lock(install: Install) -> Iterator[None]:
 # ---- the programs deploy runs ------------------------------------------------------------------
 def _git(install: Install, *args: str, timeout: float = 60) -> str:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}  # a fetch never waits for a password
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(install.root), *args], capture_output=True, text=True, env=env, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        raise DeployError(f"git {' '.join(args)} did not finish within {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        raise DeployError(f"git {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}")
-    return proc.stdout
-
-
-def _head(install: Install) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(install.root), "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    return proc.run(["git", "-C", install.root, *args], f"git {' '.join(args)}", env=env, timeout=timeout)
 
 
 def _upstream(install: Install, has_remote: bool) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(install.root), "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}"],
-        capture_output=True,
-        text=True,
+    found = proc.attempt(
+        ["git", "-C", install.root, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}"]
     )
-    if proc.returncode != 0 or not proc.stdout.strip():
+    if found.returncode != 0 or not found.stdout.strip():
         why = "the branch checked out tracks no remote branch" if has_remote else "this checkout has no remote"
         raise DeployError(
-            f"{why}: name the revision to deploy: python -m deploytool deploy REV (a commit, tag or branch)"
+            f"{why}: name the revision to deploy: {install.python} -m deploytool deploy REV (a commit, tag or branch)"
         )
-    return proc.stdout.strip()
+    return found.stdout.strip()
 
 
 def _subject(install: Install, revision: str) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(install.root), "log", "-1", "--format=%s", revision], capture_output=True, text=True
-    )
-    return f"({proc.stdout.strip()})" if proc.returncode == 0 else ""
-
-
-def _short(revision: str) -> str:
-    return revision[:12]
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+    found = proc.attempt(["git", "-C", install.root, "log", "-1", "--format=%s", revision])
+    return f"({found.stdout.strip()})" if found.returncode == 0 else ""
 
 
 def manage(install: Install, *args: str, timeout: float = 900) -> str:
     """Run manage.py with the venv's Python in the install root; DeployError with its output."""
-    argv = [str(install.python), str(install.root / "manage.py"), *args]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=install.root, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise DeployError(f"manage.py {' '.join(args)} did not finish within {timeout:.0f} s") from None
-    except FileNotFoundError:
-        raise DeployError(f"{install.python} is missing: python -m deploytool install --part user") from None
-    if proc.returncode != 0:
-        raise DeployError(f"manage.py {' '.join(args)} exited {proc.returncode}:\n{_tail(proc.stderr or proc.stdout)}")
-    return proc.stdout
+    if not install.python.exists():
+        raise DeployError(f"{install.python} is missing: {install.python} -m deploytool install --part user")
+    argv = [install.python, install.root / "manage.py", *args]
+    return proc.run(argv, f"manage.py {' '.join(args)}", cwd=install.root, timeout=timeout)
 
 
 def applied_migrations(install: Install, missing_ok: bool = False) -> list[str]:
@@ -424,43 +381,40 @@ def requirements_hash(path: Path) -> str:
 
 
 def pip_install(install: Install, what: str) -> None:
-    argv = [str(install.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", "requirements.txt"]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=install.root, timeout=900)
-    except subprocess.TimeoutExpired:
-        raise DeployError(f"{what}: pip install -r requirements.txt did not finish within 900 s") from None
-    if proc.returncode != 0:
-        raise DeployError(f"{what}: pip install -r requirements.txt failed:\n{_tail(proc.stderr or proc.stdout)}")
+    argv = [install.python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", "requirements.txt"]
+    proc.run(argv, f"{what}: pip install -r requirements.txt", cwd=install.root, timeout=900)
 
 
 def app_server(install: Install, command: str) -> str:
-    proc = subprocess.run([str(install.ctl), command], capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        raise DeployError(f"bin/uwsgictl.sh {command} exited {proc.returncode}:\n{_tail(proc.stderr + proc.stdout)}")
-    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "done"
+    out = proc.run([install.ctl, command], f"bin/appctl.sh {command}", timeout=300)
+    return out.strip().splitlines()[-1] if out.strip() else "done"
 
 
 def health(install: Install, revision: str, timeout: float) -> str:
     """GET /health/ over HTTPS through nginx, by the site's name, until it answers 200 for
     ``revision`` (the project's health view names the revision it runs, "ok <rev>")."""
-    port = install.ports["https"] if install.sandbox else 443
     cafile = sandbox_ca(install) if install.sandbox else None  # a server's certificate is a public CA's
-    url = f"https://{install.site}{install.https_port_suffix}{HEALTH_PATH}"
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while True:
+    url = install.url.rstrip("/") + HEALTH_PATH
+    last, answer = "no answer", ""
+
+    def answers() -> bool:
+        nonlocal last, answer
         try:
-            status, _, body = https_get(install.site, port, HEALTH_PATH, cafile, timeout=5)
-            text = body.decode(errors="replace").strip()
-            served = served_revision(text)
-            if status == 200 and (served is None or revision.startswith(served)):
-                return f"{url} answers {text[:60]!r}"
-            last = f"HTTP {status} ({_gist(text)})" if status != 200 else f"it runs {served}, not {_short(revision)}"
+            status, _, body = https_get(install.site, install.https_port, HEALTH_PATH, cafile, timeout=5)
         except (OSError, http.client.HTTPException) as error:
             last = f"{type(error).__name__}: {error}"
-        if time.monotonic() >= deadline:
-            raise DeployError(f"{url} did not answer 200 for {_short(revision)} within {timeout:.0f} s; last: {last}")
-        time.sleep(0.5)
+            return False
+        text = body.decode(errors="replace").strip()
+        served = served_revision(text)
+        if status == 200 and (served is None or revision.startswith(served)):
+            answer = text
+            return True
+        last = f"HTTP {status} ({_gist(text)})" if status != 200 else f"it runs {served}, not {_short(revision)}"
+        return False
+
+    if not proc.poll(answers, timeout, interval=0.5):
+        raise DeployError(f"{url} did not answer 200 for {_short(revision)} within {timeout:.0f} s; last: {last}")
+    return f"{url} answers {answer[:60]!r}"
 
 
 def _gist(text: str) -> str:
@@ -477,14 +431,6 @@ def served_revision(text: str) -> str | None:
 
 
 # ---- the record ------------------------------------------------------------------------------
-def read_record(install: Install) -> dict[str, Any]:
-    try:
-        data = json.loads((install.root / RECORD).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _record(
     install: Install,
     run: Deploy,
@@ -493,7 +439,6 @@ def _record(
     failure: StepFailed | None = None,
     problems: list[str] | None = None,
 ) -> None:
-    record = read_record(install)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     attempt: dict[str, Any] = {
         "revision": run.target or None,
@@ -508,36 +453,30 @@ def _record(
         attempt["migrations_left_applied"] = run.migrations_applied
     if problems:
         attempt["rollback_problems"] = problems
+    live = None
     if result == "live":
-        record["live"] = {
+        live = {
             "revision": run.target,
             "since": now,
             "previous": run.previous,
             "requirements_sha256": requirements_hash(install.root / "requirements.txt"),
         }
-    record["history"] = [attempt, *record.get("history", [])][:HISTORY]
-    write_atomic(install.root / RECORD, json.dumps(record, indent=2) + "\n")
+    add_attempt(install, attempt, live)
 
 
-def status_lines(install: Install) -> list[str]:
-    """What `deploytool status` adds: the live revision and since when, the template version."""
-    record = read_record(install)
-    live = record.get("live")
-    head = _head(install)
-    if live:
-        line = f"{'revision':<11} {_short(live['revision'])} live since {live['since']} (deploytool deploy)"
-        if head and head != live["revision"]:
-            line += f"; {_short(head)} is checked out"
-    elif head:
-        line = f"{'revision':<11} {_short(head)} checked out (no deploy recorded yet)"
-    else:
-        line = f"{'revision':<11} unknown ({install.root} is not a git checkout)"
-    lines = [line]
-    last = (record.get("history") or [{}])[0]
-    if last.get("result") in ("failed", "rolled back", "rollback failed"):
-        lines.append(
-            f"{'last deploy':<11} {_short(last.get('revision') or '?')} failed at {last.get('step')} "
-            f"({last.get('at')}): {last.get('result')}"
-        )
-    lines.append(f"{'template':<11} dj-layout {install.project.template_version}")
-    return lines
+HELP = "put a revision live: fetch, deps, migrate, static, reload, health check"
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("revision", nargs="?", help="commit, tag or branch (default: the tracked remote branch)")
+    parser.add_argument(
+        "--health-timeout", type=float, default=30.0, help="seconds /health/ has to answer (default 30)"
+    )
+    fleet.arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    install = Install.load(args.root)
+    if args.hosts:
+        return fleet.run(install, args)
+    return deploy(install, args.revision, args.health_timeout)

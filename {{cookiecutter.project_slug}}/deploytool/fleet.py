@@ -1,5 +1,5 @@
 """`deploytool deploy [REV] --hosts web1,web2`: a rolling deploy to several servers over SSH
-with Fabric 3 (seed 002), one host at a time, so the others keep serving behind nginx.
+with Fabric 3, one host at a time, so the others keep serving behind nginx.
 
 On each host, in its install root and as the project user, it runs that host's own
 `python -m deploytool deploy REV` (fetch, migrate, graceful reload, health check, rollback on
@@ -111,7 +111,7 @@ class Prefixed:
             self.write("\n")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def arguments(parser: argparse.ArgumentParser) -> None:
     """The options `deploy` gets for a rolling deploy (parsed by __main__)."""
     parser.add_argument(
         "--hosts",
@@ -126,14 +126,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(install: Install, args: argparse.Namespace) -> int:
+def run(install: Install, args: argparse.Namespace) -> int:
     hosts = select(install, args.hosts)
     return roll_out(install, hosts, args.revision, args.health_timeout, args.ssh_config)
 
 
 # ---- the inventory -----------------------------------------------------------------------------
 def default_root(install: Install, user: str) -> PurePosixPath:
-    """Seed 000: /home/<user>/<domain>/<type>, the same install type as this checkout."""
+    """/home/<user>/<domain>/<type>, the same install type as this checkout."""
     return PurePosixPath("/home", user, install.project.domain, install.install_type)
 
 

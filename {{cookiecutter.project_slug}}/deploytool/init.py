@@ -1,14 +1,14 @@
-"""`deploytool init`: make this checkout an install of a given type (seed 000 layout)."""
+"""`deploytool init`: make this checkout an install of a given type (dev, stage, pro)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import socket
-import subprocess
 from pathlib import Path
 
-from . import ports
+from . import ports, proc
 from .errors import DeployError
 from .files import ensure_link, write_atomic
 from .layout import ENV_CONF, PROJECT_JSON, Install
@@ -158,10 +158,7 @@ def check_local_address(address: str) -> None:
 
 def hash_password(password: str) -> str:
     """SHA-512 crypt, which nginx's auth_basic reads through the system's crypt()."""
-    result = subprocess.run(
-        ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
+    return proc.run(["openssl", "passwd", "-6", "-stdin"], "openssl passwd", input=password).strip()
 
 
 def summary(install: Install) -> str:
@@ -172,3 +169,26 @@ def summary(install: Install) -> str:
             ports.describe(install.project.port_block_start, install.install_type),
         ]
     )
+
+
+HELP = "make this checkout an install: env.conf, secrets, links, configs"
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--install-type", required=True, choices=list(ports.SLOTS))
+    parser.add_argument(
+        "--system-root",
+        type=Path,
+        default=Path("/"),
+        help="where /etc, /var and /run are (default /; a folder for a sandbox)",
+    )
+    parser.add_argument(
+        "--app-bind",
+        metavar="ADDRESS",
+        help="this host's private address, for other hosts' nginx (default: a unix socket; kept when omitted)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    print(summary(init(args.root, args.install_type, args.system_root.resolve(), args.app_bind)))
+    return 0

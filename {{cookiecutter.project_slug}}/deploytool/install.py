@@ -1,4 +1,4 @@
-"""`deploytool install`: put an install in place on a server (seed 000, step by step).
+"""`deploytool install`: put an install in place on a server, step by step.
 
 Two parts, because they need different users:
 - system (root on a server): the rendered configs copied to their places under /etc, the
@@ -11,23 +11,24 @@ Every step is idempotent: it reports what it changed, and a second run changes n
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import grp
 import os
 import pwd
 import re
 import shutil
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from .certs import has_certificate
+from . import nginx, proc
+from .dedicated import PostgreSQL, for_install
 from .errors import DeployError
-from .files import ensure_link, open_no_links, prune, read_user_file, write_atomic
+from .files import open_no_links, prune, read_user_file, write_atomic
 from .init import close_database, make_links
-from .layout import NGINX_GROUP, NGINX_USER, Install, ensure_private_dir
+from .layout import CODE_ROOT, NGINX_GROUP, NGINX_USER, Install, ensure_private_dir
 from .render import outputs, render, render_all
-from .services import PostgreSQL, for_install
 
 # Rendered files that stay in the install's etc/ (the app server reads them from there).
 STAY_LOCAL = {"env.conf.j2", "uwsgi.yaml.j2", "gunicorn.conf.py.j2"}
@@ -50,13 +51,6 @@ def system_files(install: Install) -> dict[Path, Path]:
         for template, path in outputs(install).items()
         if template not in STAY_LOCAL
     }
-
-
-def enabled_site(install: Install) -> str:
-    """The final HTTPS site once a certificate exists; until then the bootstrap site,
-    which serves only the ACME challenge on port 80 (seed 000 §3.1)."""
-    suffix = ".nginx.conf" if has_certificate(install) else "_letsencrypt.nginx.conf"
-    return install.site + suffix
 
 
 def state_dir(install: Install) -> Path:
@@ -83,14 +77,7 @@ def install_system(install: Install) -> Iterator[str]:
     if not server:
         for link in make_links(install):  # on a server the user's init made them: root writes nothing there
             yield f"linked {link.name} -> {os.readlink(link)}"
-    enabled = install.nginx_dir / "sites-enabled"
-    for name in (f"{install.site}.nginx.conf", f"{install.site}_letsencrypt.nginx.conf"):
-        link = enabled / name
-        if name != enabled_site(install) and link.is_symlink():
-            link.unlink()
-            yield f"disabled {link}"
-    if ensure_link(enabled / enabled_site(install), Path("../sites-available") / enabled_site(install)):
-        yield f"enabled {enabled / enabled_site(install)}"
+    yield from nginx.enable(install, nginx.wanted_site(install))
 
 
 def _system_folders(install: Install, user: pwd.struct_passwd, server: bool) -> Iterator[str]:
@@ -179,9 +166,9 @@ def install_user(install: Install) -> Iterator[str]:
                 f"python{install.project.python_version} not found: apt-get install "
                 f"python{install.project.python_version} python{install.project.python_version}-venv"
             )
-        _run([python, "-m", "venv", install.venv], "make the venv")
+        proc.run([python, "-m", "venv", install.venv], "make the venv")
         yield f"made {install.venv}"
-    pip = _run(
+    pip = proc.run(
         [
             install.python,
             "-m",
@@ -198,10 +185,10 @@ def install_user(install: Install) -> Iterator[str]:
         yield "installed requirements"
     yield from database_ready(install)
     manage = [install.python, install.root / "manage.py"]
-    if "Applying" in _run([*manage, "migrate", "--noinput"], "manage.py migrate"):
+    if "Applying" in proc.run([*manage, "migrate", "--noinput"], "manage.py migrate"):
         yield "applied migrations"
     close_database(install)
-    collected = _run([*manage, "collectstatic", "--noinput"], "manage.py collectstatic")
+    collected = proc.run([*manage, "collectstatic", "--noinput"], "manage.py collectstatic")
     if not collected.lstrip().startswith("0 static files copied"):
         yield "collected static files"
 
@@ -226,7 +213,7 @@ def database_ready(install: Install) -> Iterator[str]:
     database.ensure_database()
 
 
-def install(install: Install, part: str) -> list[str]:
+def put_in_place(install: Install, part: str) -> list[str]:
     """Run the system part, the user part, or both; returns what changed."""
     root = os.geteuid() == 0
     if part in ("system", "all"):
@@ -290,8 +277,36 @@ def trusted_code(install: Install) -> None:
             )
 
 
-def _run(argv: list[object], what: str) -> str:
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise DeployError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-2000:]}")
-    return proc.stdout
+HELP = "put the install in place: system configs (root), venv and app (user)"
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        dest="system_root",
+        type=Path,
+        help="system root to install under (default: env.conf's; as root: /)",
+    )
+    parser.add_argument(
+        "--part",
+        choices=["system", "user", "all"],
+        help="system (as root), user (as the project user); default: what the current user may do",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    part = args.part
+    if os.geteuid() == 0 and part in (None, "system"):
+        # root reads the user's checkout as data only, with the code and answers of this copy
+        system_root = (args.system_root or Path("/")).resolve()
+        current = Install.for_root(CODE_ROOT, args.root, system_root)
+        part = "system"
+    else:
+        current = Install.load(args.root)
+        if args.system_root is not None:
+            current = dataclasses.replace(current, system_root=args.system_root.resolve())
+        if part is None:
+            part = "all" if current.sandbox else "user"
+    changes = put_in_place(current, part)
+    print("\n".join(changes) if changes else f"install ({part}): no change")
+    return 0

@@ -1,6 +1,6 @@
 """Names and paths of one install: the only place they are computed.
 
-An install is a checkout of the project repo at /home/<user>/<domain>/<type>/ (seed 000).
+An install is a checkout of the project repo at /home/<user>/<domain>/<type>/.
 System paths (/etc/nginx, /var/log, /run, …) hang off ``system_root``: "/" on a server,
 a private folder for the sandbox and for tests.
 """
@@ -21,6 +21,8 @@ from .addresses import private_address
 from .errors import DeployError
 from .project import Project
 
+# The checkout (or root's copy) this deploytool ships in: its etc/templates/ render.
+CODE_ROOT = Path(__file__).resolve().parent.parent
 ENV_CONF = Path("etc/env.conf")
 PROJECT_JSON = Path("etc/project.json")
 # Linux's sun_path holds 108 bytes with the closing NUL: a longer unix socket path cannot bind.
@@ -100,7 +102,7 @@ class Install:
 
     @property
     def site(self) -> str:
-        """The install's host name, and the stem of its config names (seed 000: project.baz)."""
+        """The install's host name, and the stem of its config names (pro: the domain; stage.<domain>, dev.<domain>)."""
         domain = self.project.domain
         return domain if self.install_type == "pro" else f"{self.install_type}.{domain}"
 
@@ -111,7 +113,7 @@ class Install:
 
     @property
     def service(self) -> str:
-        """systemd unit or supervisor program name of the app server (seed 000: project.baz_uwsgi)."""
+        """systemd unit or supervisor program name of the app server (<site>_uwsgi, <site>_gunicorn)."""
         return self.service_of(self.project.app_server)
 
     def service_of(self, server: str) -> str:
@@ -120,7 +122,7 @@ class Install:
 
     @property
     def venv_name(self) -> str:
-        """The virtualenv's folder names its Python (seed 000: env3.5)."""
+        """The virtualenv's folder names its Python (env3.11): a new Python gets a new venv beside it."""
         return f"env{self.project.python_version}"
 
     @property
@@ -203,7 +205,7 @@ class Install:
 
     @property
     def media_root(self) -> Path:
-        """Uploads: local data, outside the code (seed 000)."""
+        """Uploads: local data, outside the code."""
         return self.root / "media"
 
     @property
@@ -226,7 +228,7 @@ class Install:
 
     @property
     def ctl(self) -> Path:
-        return self.root / "bin" / "uwsgictl.sh"
+        return self.root / "bin" / "appctl.sh"
 
     @property
     def wsgi_app(self) -> str:
@@ -234,7 +236,7 @@ class Install:
 
     @property
     def app_log(self) -> Path:
-        """The app server's own log (what it and bin/uwsgictl.sh print)."""
+        """The app server's own log (what it and bin/appctl.sh print)."""
         name = "uwsgi.log" if self.project.app_server == "uwsgi" else "gunicorn.error.log"
         return self.log_dir / name
 
@@ -298,7 +300,7 @@ class Install:
 
     @property
     def stats_socket(self) -> Path:
-        """uWSGI's stats server (JSON), for bin/uwsgictl.sh's readiness check: off TCP."""
+        """uWSGI's stats server (JSON), for bin/appctl.sh's readiness check: off TCP."""
         return self.run_dir / "uwsgi-stats.sock"
 
     def socket_of(self, server: str) -> Path:
@@ -332,6 +334,42 @@ class Install:
         return self.system("/etc/nginx")
 
     @property
+    def nginx_pidfile(self) -> Path:
+        """nginx's pid file: Debian's on a server, the sandbox nginx's under its root."""
+        return self.system("/run/nginx.pid")
+
+    @property
+    def nginx_error_log(self) -> Path:
+        """Where nginx says why a config or a reload failed."""
+        return self.log_dir / "nginx.error.log" if self.sandbox else self.system("/var/log/nginx/error.log")
+
+    @property
+    def final_site(self) -> str:
+        """The nginx site that serves the app over HTTPS (and port 80's redirect)."""
+        return f"{self.site}.nginx.conf"
+
+    @property
+    def bootstrap_site(self) -> str:
+        """The nginx site that serves only the ACME challenge, until a certificate exists."""
+        return f"{self.site}_letsencrypt.nginx.conf"
+
+    @property
+    def sites(self) -> list[str]:
+        """The install's two nginx sites; exactly one is enabled (both answer port 80)."""
+        return [self.final_site, self.bootstrap_site]
+
+    def site_available(self, name: str) -> Path:
+        return self.nginx_dir / "sites-available" / name
+
+    def site_enabled(self, name: str) -> Path:
+        return self.nginx_dir / "sites-enabled" / name
+
+    @property
+    def url(self) -> str:
+        """The site's address, as a browser on this machine opens it."""
+        return f"https://{self.site}{self.https_port_suffix}/"
+
+    @property
     def nginx_htpasswd(self) -> Path:
         """The copy of etc/htpasswd that nginx reads (its workers cannot read the user's 600 file)."""
         return self.nginx_dir / "htpasswd" / self.site
@@ -342,7 +380,7 @@ class Install:
 
     @property
     def cert_dir(self) -> Path:
-        """certbot puts the site's certificate here (seed 000 §3)."""
+        """certbot puts the site's certificate here (the lineage is named after the site)."""
         return self.letsencrypt_dir / "live" / self.site
 
     @property
@@ -358,7 +396,7 @@ class Install:
 
     @property
     def links(self) -> dict[Path, Path]:
-        """Symlinks an install has: link -> target (seed 000)."""
+        """Symlinks an install has: link -> target."""
         return {
             self.root / "logs": self.log_dir,
             self.root / "backups": self.backup_dir,

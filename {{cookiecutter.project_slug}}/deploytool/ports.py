@@ -1,4 +1,4 @@
-"""The port scheme (seed 000): one block of 50 ports per project, 10 per install.
+"""The port scheme: one block of 50 ports per project, 10 per install.
 
 Every server uses the same numbers, so an install's ports never depend on the machine.
 This module is the only place that knows offsets and slots; the hooks, the templates and
@@ -15,7 +15,7 @@ SLOTS: dict[str, int] = {"dev": 0, "stage": 1, "pro": 2}
 
 # Offset of each service inside an install's 10 ports; offset 9 is spare.
 OFFSETS: dict[str, int] = {
-    "devserver": 0,  # manage.py runserver (seed 000: the install's first port)
+    "devserver": 0,  # manage.py runserver: the install's first port
     "app": 1,  # the app server (uWSGI socket or gunicorn HTTP)
     "stats": 2,  # uWSGI stats server
     "https": 3,  # nginx HTTPS in the sandbox (a server install uses 443)

@@ -6,51 +6,95 @@ pruned the ones its answers exclude.
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jinja2
 
-from .certs import site_cert_dir
+from .certificates import site_cert_dir
+from .dedicated import for_templates
 from .files import prune, write_atomic
 from .layout import NGINX_GROUP, Install
-from .services import for_templates
 
 TEMPLATES = Path("etc/templates")
 
-# template (under etc/templates/) -> rendered file (under etc/), named after the install.
+
+class Output(NamedTuple):
+    target: str  # under etc/, named after the install (layout's names)
+    what: str  # what the file is, for the first line of its header
+
+
+# template (under etc/templates/) -> rendered file (under etc/) and what it is.
 # etc/ mirrors the system's /etc, so `install` copies each file to the same path there.
-OUTPUTS: dict[str, str] = {
-    "env.conf.j2": "env.conf",
-    "nginx/site.conf.j2": "nginx/sites-available/{site}.nginx.conf",
-    "nginx/letsencrypt.conf.j2": "nginx/sites-available/{site}_letsencrypt.nginx.conf",
-    "nginx/acme.conf.j2": "nginx/snippets/acme.conf",
-    "letsencrypt/cli.ini.j2": "letsencrypt/cli.ini",
-    "letsencrypt/deploy-hook.sh.j2": "letsencrypt/renewal-hooks/deploy/{site}.sh",
-    "uwsgi.yaml.j2": "uwsgi.yaml",
-    "gunicorn.conf.py.j2": "gunicorn.conf.py",
-    "systemd/app.service.j2": "systemd/system/{service}.service",
-    "systemd/postgresql.service.j2": "systemd/system/{site}_postgresql.service",
-    "systemd/redis.service.j2": "systemd/system/{site}_redis.service",
-    "systemd/memcached.service.j2": "systemd/system/{site}_memcached.service",
-    "supervisor/app.conf.j2": "supervisor/conf.d/{service}.conf",
-    "supervisor/services.conf.j2": "supervisor/conf.d/{site}_services.conf",
-    "logrotate.j2": "logrotate.d/{site}",
-    "tmpfiles.conf.j2": "tmpfiles.d/{site}.conf",
+OUTPUTS: dict[str, Output] = {
+    "env.conf.j2": Output("env.conf", "the install's facts, for bin/appctl.sh and deploytool"),
+    "nginx/site.conf.j2": Output(
+        "nginx/sites-available/{final_site}", "nginx site (HTTPS, the app, static files, uploads)"
+    ),
+    "nginx/letsencrypt.conf.j2": Output(
+        "nginx/sites-available/{bootstrap_site}", "nginx bootstrap site (the ACME challenge until a certificate exists)"
+    ),
+    "nginx/acme.conf.j2": Output("nginx/snippets/acme.conf", "nginx snippet for Let's Encrypt's HTTP-01 challenges"),
+    "nginx/app.conf.j2": Output("nginx/snippets/{site}_app.conf", "nginx snippet passing a request to the app server"),
+    "letsencrypt/cli.ini.j2": Output("letsencrypt/cli.ini", "certbot's settings"),
+    "letsencrypt/deploy-hook.sh.j2": Output(
+        "letsencrypt/renewal-hooks/deploy/{site}.sh", "certbot deploy hook (test and reload nginx after a renewal)"
+    ),
+    "uwsgi.yaml.j2": Output("uwsgi.yaml", "uWSGI, the app server"),
+    "gunicorn.conf.py.j2": Output("gunicorn.conf.py", "gunicorn, the app server"),
+    "systemd/app.service.j2": Output("systemd/system/{service}.service", "systemd unit of the app server"),
+    "systemd/postgresql.service.j2": Output(
+        "systemd/system/{site}_postgresql.service", "systemd unit of the install's own PostgreSQL"
+    ),
+    "systemd/redis.service.j2": Output(
+        "systemd/system/{site}_redis.service", "systemd unit of the install's own Redis"
+    ),
+    "systemd/memcached.service.j2": Output(
+        "systemd/system/{site}_memcached.service", "systemd unit of the install's own memcached"
+    ),
+    "supervisor/app.conf.j2": Output("supervisor/conf.d/{service}.conf", "supervisor program of the app server"),
+    "supervisor/services.conf.j2": Output(
+        "supervisor/conf.d/{site}_services.conf", "supervisor programs of the install's own database and cache"
+    ),
+    "logrotate.j2": Output("logrotate.d/{site}", "logrotate of every log of the install"),
+    "tmpfiles.conf.j2": Output(
+        "tmpfiles.d/{site}.conf", "tmpfiles.d of the run and socket folders, made at every boot"
+    ),
 }
 EXECUTABLE = {"letsencrypt/deploy-hook.sh.j2"}
 
 # Only a sandbox runs its own nginx and supervisord; a server keeps Debian's main configs.
-SANDBOX_OUTPUTS: dict[str, str] = {
-    "sandbox/nginx.conf.j2": "nginx/nginx.conf",
-    "supervisor/supervisord.conf.j2": "supervisor/supervisord.conf",
+SANDBOX_OUTPUTS: dict[str, Output] = {
+    "sandbox/nginx.conf.j2": Output("nginx/nginx.conf", "nginx.conf of the sandbox's own nginx"),
+    "supervisor/supervisord.conf.j2": Output("supervisor/supervisord.conf", "supervisord.conf of the sandbox"),
 }
 # The list of what the last render wrote (local): what it no longer writes is removed.
 RENDERED = "rendered.list"
 
 # Rendered once by `init`, then local data: never rewritten by `render`.
 SETTINGS_LOCAL = "settings_local.py.j2"
+
+
+def header(install: Install, template: str, what: str, local: bool = False) -> str:
+    """The two lines every rendered file opens with: what it is, and which template to edit."""
+    mark = ";" if template.startswith("supervisor/") else "#"
+    where = f"{install.site} ({install.install_type} install)"
+    second = (
+        f"Written once by `deploytool init` from etc/templates/{template}: local data, edit this file."
+        if local
+        else f"Rendered by `deploytool render` from etc/templates/{template}: edit the template, not this file."
+    )
+    return f"{mark} {where}: {what}.\n{mark} {second}\n"
+
+
+def with_header(text: str, head: str) -> str:
+    """``head`` first; after the #! line of a script."""
+    if text.startswith("#!"):
+        first, _, rest = text.partition("\n")
+        return f"{first}\n{head}{rest}"
+    return head + text
 
 
 def environment(install: Install) -> jinja2.Environment:
@@ -88,26 +132,41 @@ def context(install: Install, **overrides: Any) -> dict[str, Any]:
 
 
 def render_text(install: Install, template: str, **overrides: Any) -> str:
-    return environment(install).get_template(template).render(context(install, **overrides))
+    text = environment(install).get_template(template).render(context(install, **overrides))
+    if template == SETTINGS_LOCAL:
+        return with_header(text, header(install, template, "local settings", local=True))
+    return with_header(text, header(install, template, {**OUTPUTS, **SANDBOX_OUTPUTS}[template].what))
 
 
 def outputs(install: Install) -> dict[str, Path]:
     """Templates this project has -> where their rendered copy goes."""
-    names = {"site": install.site, "service": install.service}
-    targets = {**OUTPUTS, **(SANDBOX_OUTPUTS if install.sandbox else {})}
+    names = {
+        "site": install.site,
+        "service": install.service,
+        "final_site": install.final_site,
+        "bootstrap_site": install.bootstrap_site,
+    }
     return {
-        template: install.etc_dir / target.format(**names)
-        for template, target in targets.items()
+        template: install.etc_dir / output.target.format(**names)
+        for template, output in all_outputs(install).items()
         if (install.templates / template).is_file()
     }
+
+
+def all_outputs(install: Install) -> dict[str, Output]:
+    return {**OUTPUTS, **(SANDBOX_OUTPUTS if install.sandbox else {})}
 
 
 def render_all(install: Install) -> dict[Path, tuple[str, int]]:
     """Every config as text, in memory: rendered file -> (text, mode)."""
     install.check_socket_paths()
     env, values = environment(install), context(install)  # once: the context reads settings_local.py
+    described = all_outputs(install)
     return {
-        path: (env.get_template(template).render(values), 0o755 if template in EXECUTABLE else 0o644)
+        path: (
+            with_header(env.get_template(template).render(values), header(install, template, described[template].what)),
+            0o755 if template in EXECUTABLE else 0o644,
+        )
         for template, path in outputs(install).items()
     }
 
@@ -118,3 +177,12 @@ def render(install: Install) -> list[Path]:
     texts = render_all(install)
     changed = [path for path, (text, mode) in texts.items() if write_atomic(path, text, mode)]
     return changed + prune(install.etc_dir / RENDERED, install.etc_dir, set(texts))
+
+
+HELP = "render etc/templates/ for this install"
+
+
+def run(args: argparse.Namespace) -> int:
+    changed = render(Install.load(args.root))
+    print("\n".join(f"rendered {path.relative_to(args.root)}" for path in changed) or "nothing changed")
+    return 0

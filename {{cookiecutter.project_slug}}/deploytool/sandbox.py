@@ -4,28 +4,29 @@ loopback ports of its block, under a sandbox root (.sandbox/) that mirrors / .
 `up` makes the checkout a sandbox install (env.conf: SYSTEM_ROOT=.sandbox), puts the
 configs in place with the same code as a server install, makes a self-signed certificate
 where no real one exists, then starts the dedicated database/cache copies, the app server
-(under supervisord when that is the process manager; by bin/uwsgictl.sh otherwise: systemd
+(under supervisord when that is the process manager; by bin/appctl.sh otherwise: systemd
 cannot run without root) and nginx, and waits until the site answers over HTTPS.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import errno
 import os
 import pwd
 import socket
 import subprocess
-import time
 
-from . import services
-from .certs import ensure_self_signed, issued, sandbox_ca
-from .check import nginx_valid
-from .deploy import status_lines
+from . import dedicated, proc
+from .certificates import ensure_self_signed, issued, sandbox_ca
+from .configcheck import nginx_valid
 from .errors import DeployError
+from .history import status_lines
 from .init import make_links
-from .install import install
+from .install import put_in_place
 from .layout import Install
+from .nginx import Nginx
 from .probe import first_certificate, https_get, served_certificate
 from .render import render
 
@@ -33,42 +34,6 @@ SANDBOX = ".sandbox"
 
 
 # ---- the components ------------------------------------------------------------------------
-class Nginx:
-    name = "nginx"
-
-    def __init__(self, install: Install) -> None:
-        self.install = install
-        self.pidfile = install.system("/run/nginx.pid")
-
-    def argv(self, *args: str) -> list[str]:
-        main = self.install.nginx_dir / "nginx.conf"
-        error_log = self.install.log_dir / "nginx.error.log"
-        return [services.program("nginx"), "-c", str(main), "-e", str(error_log), *args]
-
-    def running(self) -> bool:
-        return services.pid_alive(self.pidfile)
-
-    def test(self) -> None:
-        proc = subprocess.run(self.argv("-t", "-q"), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise DeployError(f"nginx -t failed, nginx keeps its previous config: {proc.stderr.strip()}")
-
-    def start(self) -> None:
-        self.test()
-        if self.running():
-            subprocess.run(self.argv("-s", "reload"), check=True, capture_output=True)
-            return
-        proc = subprocess.run(self.argv(), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise DeployError(f"nginx did not start: {proc.stderr.strip()}")
-        services.wait_for(self.running, "nginx writing its pid file")
-
-    def stop(self) -> None:
-        if self.running():
-            subprocess.run(self.argv("-s", "quit"), capture_output=True)
-            services.wait_for(lambda: not self.running(), "nginx stopping")
-
-
 class AppServer:
     """The app server, run as the process manager would run it."""
 
@@ -81,39 +46,38 @@ class AppServer:
         self.supervisor_pid = install.run_dir / "supervisord.pid"
 
     def ctl(self, command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.install.ctl), command], capture_output=True, text=True)
+        return proc.attempt([self.install.ctl, command])
 
     def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [services.program("supervisorctl"), "-c", str(self.supervisor_conf), *args]
-        return subprocess.run(argv, capture_output=True, text=True)
+        return proc.attempt([proc.program("supervisorctl"), "-c", self.supervisor_conf, *args])
 
     def running(self) -> bool:
         return self.ctl("status").returncode == 0
 
     def start(self) -> None:
         if self.supervised:
-            if not services.pid_alive(self.supervisor_pid):
-                _checked([services.program("supervisord"), "-c", str(self.supervisor_conf)], "supervisord")
+            if not proc.pid_alive(self.supervisor_pid):
+                proc.run([proc.program("supervisord"), "-c", self.supervisor_conf], "supervisord")
             else:
                 self.supervisorctl("update")
                 self.supervisorctl("start", self.install.service)
-            services.wait_for(self.running, f"{self.install.service} running under supervisord", 90)
+            proc.wait_until(self.running, f"{self.install.service} running under supervisord", 90)
         else:
-            proc = self.ctl("start")
-            if proc.returncode != 0:
-                raise DeployError(f"bin/uwsgictl.sh start failed: {(proc.stderr or proc.stdout).strip()}")
+            proc.run([self.install.ctl, "start"], "bin/appctl.sh start")
 
     def stop(self) -> None:
-        if self.supervised and services.pid_alive(self.supervisor_pid):
+        if self.supervised and proc.pid_alive(self.supervisor_pid):
             self.supervisorctl("shutdown")  # stops the program gracefully, then itself
-            services.wait_for(lambda: not services.pid_alive(self.supervisor_pid), "supervisord stopping", 60)
+            proc.wait_until(lambda: not proc.pid_alive(self.supervisor_pid), "supervisord stopping", 60)
         if self.running():
             self.ctl("stop")
 
 
-def components(install: Install) -> list[services.PostgreSQL | services.Redis | services.Memcached | AppServer | Nginx]:
+def components(
+    install: Install,
+) -> list[dedicated.PostgreSQL | dedicated.Redis | dedicated.Memcached | AppServer | Nginx]:
     """In start order; stopped in reverse."""
-    return [*services.for_install(install), AppServer(install), Nginx(install)]
+    return [*dedicated.for_install(install), AppServer(install), Nginx(install)]
 
 
 # ---- the commands ----------------------------------------------------------------------------
@@ -121,14 +85,14 @@ def as_sandbox(current: Install) -> Install:
     """The checkout as a sandbox install; refuses a checkout installed on this server."""
     if current.sandbox:
         return current
-    enabled = current.nginx_dir / "sites-enabled"
-    if any(enabled.glob(f"{current.site}*.nginx.conf")):
+    enabled = [current.site_enabled(name) for name in current.sites]
+    if any(link.exists() or link.is_symlink() for link in enabled):
         raise DeployError(
-            f"this checkout is installed on this server ({enabled}): `up` runs a sandbox; "
-            "use systemctl or bin/uwsgictl.sh here, or clone the repo elsewhere to try it"
+            f"this checkout is installed on this server ({current.nginx_dir / 'sites-enabled'}): `up` runs a sandbox; "
+            "use systemctl or bin/appctl.sh here, or clone the repo elsewhere to try it"
         )
     sandbox = dataclasses.replace(current, system_root=current.root / SANDBOX)
-    render(sandbox)  # env.conf now names the sandbox: bin/uwsgictl.sh follows it
+    render(sandbox)  # env.conf now names the sandbox: bin/appctl.sh follows it
     make_links(sandbox)
     return sandbox
 
@@ -139,9 +103,9 @@ def ports_free(install: Install) -> None:
         "https": Nginx,
         "http": Nginx,
         "app": AppServer,
-        "postgresql": services.PostgreSQL,
-        "redis": services.Redis,
-        "memcached": services.Memcached,
+        "postgresql": dedicated.PostgreSQL,
+        "redis": dedicated.Redis,
+        "memcached": dedicated.Memcached,
     }
     running = {type(c) for c in components(install) if c.running()}
     chosen = {type(c) for c in components(install)}
@@ -155,10 +119,6 @@ def ports_free(install: Install) -> None:
                 f"port {install.ports[name]} ({name} of the {install.install_type} install) is taken by "
                 "another program: stop it, or move the project's block (port_block_start); nothing was started"
             )
-
-
-def url(install: Install) -> str:
-    return f"https://{install.site}:{install.ports['https']}/"
 
 
 def up(current: Install) -> Install:
@@ -177,10 +137,10 @@ def up(current: Install) -> Install:
     ports_free(sandbox)
     nginx_valid(sandbox)  # a broken site never replaces the one nginx serves
     ensure_self_signed(sandbox)
-    install(sandbox, "system")
-    for service in services.for_install(sandbox):  # migrate needs the database
+    put_in_place(sandbox, "system")
+    for service in dedicated.for_install(sandbox):  # migrate needs the database
         service.start()
-    install(sandbox, "user")
+    put_in_place(sandbox, "user")
     AppServer(sandbox).start()
     Nginx(sandbox).start()
     wait_until_served(sandbox)
@@ -190,23 +150,25 @@ def up(current: Install) -> Install:
 def wait_until_served(install: Install, timeout: float = 30.0) -> None:
     """/health/ answers 200 over HTTPS: verified against the sandbox CA, or, once certbot
     has issued the site's certificate (from whatever CA), with exactly that certificate."""
-    deadline = time.monotonic() + timeout
     last = ""
     real = issued(install)
     expected = first_certificate(install.cert_dir / "cert.pem") if real else None
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
+        nonlocal last
         try:
             if real and served_certificate(install, install.site) != expected:
                 raise OSError(f"nginx does not serve {install.cert_dir / 'cert.pem'} yet")
             cafile = None if real else sandbox_ca(install)
-            status, _, _ = https_get(install.site, install.ports["https"], "/health/", cafile, verify=not real)
-            if status == 200:
-                return
+            status, _, _ = https_get(install.site, install.https_port, "/health/", cafile, verify=not real)
             last = f"HTTP {status}"
+            return status == 200
         except OSError as error:
             last = str(error)
-        time.sleep(0.2)
-    raise DeployError(f"{url(install)}health/ did not answer 200 within {timeout:.0f} s ({last}); see logs/")
+            return False
+
+    if not proc.poll(healthy, timeout, interval=0.2):
+        raise DeployError(f"{install.url}health/ did not answer 200 within {timeout:.0f} s ({last}); see logs/")
 
 
 def down(install: Install) -> list[str]:
@@ -241,7 +203,29 @@ def _free(port: int) -> bool:
     return True
 
 
-def _checked(argv: list[str], what: str) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise DeployError(f"{what} failed: {(proc.stderr or proc.stdout).strip()}")
+UP = "the whole stack of this install, as you, on loopback, under .sandbox/"
+DOWN = "stop the sandbox stack: no process, no listening port left"
+STATUS = "what of the stack runs (exit 0 all, 3 none, 1 some)"
+
+
+def run_up(args: argparse.Namespace) -> int:
+    install = up(Install.load(args.root))
+    print(f"up: {install.url}  (the {install.install_type} install, as {install.project.user})")
+    resolve = f"--resolve {install.site}:{install.https_port}:127.0.0.1 {install.url}"
+    if issued(install):
+        print(f"    serving the certificate certbot issued ({install.cert_dir}); curl {resolve}")
+    else:
+        print(f"    trust {sandbox_ca(install)}; curl --cacert it {resolve}")
+    return 0
+
+
+def run_down(args: argparse.Namespace) -> int:
+    stopped = down(Install.load(args.root))
+    print("down: stopped " + (", ".join(stopped) if stopped else "nothing (nothing was running)"))
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    code, lines = status(Install.load(args.root))
+    print("\n".join(lines))
+    return code

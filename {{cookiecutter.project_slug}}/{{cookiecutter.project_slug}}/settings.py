@@ -2,7 +2,8 @@
 
 Everything local to an install (SECRET_KEY, DEBUG, ALLOWED_HOSTS, DATABASES with host and
 port, CACHES, security settings) lives in settings_local.py, a link to the install's
-etc/settings_local.py (mode 600, never tracked), imported at the very end (seed 000).
+etc/settings_local.py (mode 600, never tracked), imported at the very end. The project's
+own settings and apps go in custom_settings.py, which template updates never change.
 """
 
 import sys
@@ -71,7 +72,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
 }
-# Media is local data: outside the code, never in git (seed 000).
+# Media is local data: outside the code, never in git.
 MEDIA_URL = "media/"
 MEDIA_ROOT = BASE_DIR / "media"
 
@@ -85,8 +86,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
 }
 
-# Last, as seed 000 asks: the install's own settings override everything above.
-# Only a missing settings_local is tolerated; an error inside it must stop the app.
+# Yours: custom_settings.py, which template updates never change. Its settings override
+# the ones above; its apps and middleware come after the template's.
+from .custom_settings import *  # noqa: E402,F403
+from .custom_settings import EXTRA_APPS, EXTRA_MIDDLEWARE  # noqa: E402
+
+INSTALLED_APPS = [*INSTALLED_APPS, *EXTRA_APPS]
+MIDDLEWARE = [*MIDDLEWARE, *EXTRA_MIDDLEWARE]
+
+# Last: the install's own settings (etc/settings_local.py) override everything above, so
+# nothing may follow this import. Only a missing settings_local is tolerated; an error
+# inside it must stop the app.
 try:
     from .settings_local import *  # noqa: F403
 except ModuleNotFoundError as error:

@@ -1,7 +1,10 @@
-"""URLs of {{ cookiecutter.project_name | replace("\\", "\\\\") | replace('"', '\\"') }}."""
+"""URLs of {{ cookiecutter.project_name | replace("\\", "\\\\") | replace('"', '\\"') }}.
+
+The template's own; the project's are in custom_urls.py.
+"""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -9,4 +12,6 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("health/", views.health, name="health"),
     path("admin/", admin.site.urls),
+    # Yours: custom_urls.py, which template updates never change.
+    path("", include("{{ cookiecutter.project_slug }}.custom_urls")),
 ]

@@ -1,0 +1,72 @@
+# dev.project-baz.example (dev install): gunicorn, the app server.
+# Rendered by `deploytool render` from etc/templates/gunicorn.conf.py.j2: edit the template, not this file.
+"""Started, stopped and reloaded by bin/appctl.sh, by hand or by the supervisor
+service. Signals: TERM = graceful stop, HUP = graceful reload
+(re-reads this file), USR1 = reopen the logs (logrotate sends it).
+"""
+
+from gunicorn.glogging import Logger
+
+wsgi_app = "project_baz.wsgi:application"
+chdir = "/home/djltest/project-baz.example/dev"
+
+# HTTP for nginx's proxy_pass: nginx is the only client (it checks basic auth for /admin/).
+# A unix socket in a folder only the project user and nginx's group may enter
+# (/run/dev.project-baz.example.app, 2750): the folder is the guard. gunicorn chowns the socket to
+# the user's own group after binding (nginx's group, inherited from the folder, is lost),
+# so the socket itself is made 0777 (`umask` applies to the bind only): nginx's workers
+# connect, and no other account gets through the folder to try.
+bind = ["unix:/run/dev.project-baz.example.app/gunicorn.sock"]
+umask = 0o000
+backlog = 1024  # requests wait here during a reload (<= net.core.somaxconn)
+
+# 4 processes x 2 threads: about 2 processes per core of a 2-core server, a thread
+# more for requests that wait on the database. Change both with the server's size.
+workers = 4
+worker_class = "gthread"
+threads = 2
+
+timeout = 60  # a worker stuck 60 s is replaced (nginx proxy_read_timeout is longer)
+graceful_timeout = 30  # on stop/reload, 30 s for a worker to finish its requests
+keepalive = 5  # seconds an idle keep-alive connection from nginx stays open
+# Recycle workers, so that leaks stay bounded. A new worker imports the app afresh: ~0.3 s
+# of CPU, which every 5000 requests cost a busy worker ~6% of its time for a light page
+# (bench/benchmark.py); every 50000 it is under 1%.
+max_requests = 50000
+max_requests_jitter = 5000  # ... and workers are not all recycled at once
+
+# nginx sets X-Forwarded-For/-Proto and overwrites what a client sent; trust them from it
+# only (a unix socket: nginx on this host).
+forwarded_allow_ips = "127.0.0.1"
+
+# Runtime files in the run dir, made at boot by tmpfiles.d.
+pidfile = "/run/dev.project-baz.example/gunicorn.pid"
+# gunicorn >= 25.1's control socket (gunicornc), per install; its default, one in
+# ~/.gunicorn/ for every install of the user, would be shared (and /home is read-only
+# in the systemd unit).
+control_socket = "/run/dev.project-baz.example/gunicorn.ctl"
+daemon = False  # in the foreground: the manager runs it so, appctl.sh start detaches
+
+# Logs in the log dir (logs/); logrotate renames them and sends USR1.
+# As uWSGI's: errors, and the requests answered 4xx or 5xx; nginx logs every request. A
+# line for each request would cost ~45 us of Python apiece, 5% of a light page's time
+# (bench/benchmark.py). gunicorn keeps its logger class across a reload (HUP): a change
+# to ErrorsOnlyAccessLog takes effect at the next restart.
+accesslog = "/var/log/djltest/project-baz.example/dev/gunicorn.access.log"
+errorlog = "/var/log/djltest/project-baz.example/dev/gunicorn.error.log"
+capture_output = True  # the app's print() and stray stderr go to errorlog too
+loglevel = "info"
+
+
+class ErrorsOnlyAccessLog(Logger):
+    """gunicorn's logger, with access lines for 4xx and 5xx answers only."""
+
+    def access(self, resp, req, environ, request_time):
+        status = getattr(resp, "status_code", None)
+        if status is None or status >= 400:
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = ErrorsOnlyAccessLog
+
+proc_name = "dev.project-baz.example"  # in ps, when setproctitle is installed

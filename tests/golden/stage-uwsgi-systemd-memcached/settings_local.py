@@ -1,0 +1,60 @@
+# stage.project-baz.example (stage install): local settings.
+# Written once by `deploytool init` from etc/templates/settings_local.py.j2: local data, edit this file.
+"""Local settings of the stage install of project-baz.example.
+
+Mode 600, never tracked and never rewritten by a template update or `deploytool render`.
+"""
+
+from pathlib import Path
+
+from deploytool.layout import Install
+
+# The install root: this file is its etc/settings_local.py (Django imports it through the
+# link <slug>/settings_local.py). Paths follow the checkout when it is copied or moved.
+ROOT = Path(__file__).resolve().parent.parent
+# The install as deploytool names it (etc/env.conf): where its unix sockets are, on a
+# server (/run/<site>/) or in the sandbox of `deploytool up` alike.
+INSTALL = Install.load(ROOT)
+
+SECRET_KEY = "\u003cSECRET_KEY\u003e"
+DEBUG = False
+ALLOWED_HOSTS = ["stage.project-baz.example"]
+
+# SQLite file in the install's data/ folder: local data, outside the code.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": ROOT / "data" / "db.sqlite3",  # mode 600, in data/ (700)
+    }
+}
+
+# The install's own memcached copy, on a unix socket only the project user reaches.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": f"unix:{INSTALL.socket_of('memcached')}",
+        "KEY_PREFIX": "stage.project-baz.example",
+    }
+}
+
+STATIC_ROOT = ROOT / "static"
+MEDIA_ROOT = ROOT / "media"
+# Uploads are readable by the project user and nginx's group (media/ is setgid), no one else.
+FILE_UPLOAD_PERMISSIONS = 0o640
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o750  # media/ is setgid: new folders inherit its group
+
+# nginx terminates TLS and overwrites X-Forwarded-Proto with its own $scheme, so a
+# client cannot fake it; Django trusts only that header to know a request is HTTPS.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+CSRF_TRUSTED_ORIGINS = ["https://stage.project-baz.example"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# nginx redirects HTTP to HTTPS already; Django's redirect is a second guard.
+SECURE_SSL_REDIRECT = True
+# Two years, as Mozilla's intermediate profile; nginx sends the same header for static files.
+SECURE_HSTS_SECONDS = 63072000
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True

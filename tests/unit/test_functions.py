@@ -1,0 +1,216 @@
+"""deploytool's pure functions, each with the values a user gives it and the rule it keeps:
+the port map, the answers' upstreams, env.conf, settings_local's database, addresses, the
+port-collision finder, certbot's problem parser, the deploy's health answer, the htpasswd
+rule, and the one way programs are run and waited for."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from deploytool import acme, addresses, deploy, install, localsettings, portmap, ports, proc
+from deploytool.errors import DeployError, MissingProgram
+from deploytool.layout import parse_env_conf
+from deploytool.project import Upstream, parse_upstreams
+
+
+# ---- ports ----------------------------------------------------------------------------------
+def test_each_install_type_owns_ten_ports_of_the_block() -> None:
+    maps = {kind: ports.port_map(60000, kind) for kind in ports.SLOTS}
+    assert maps["dev"]["devserver"] == 60000 and maps["stage"]["devserver"] == 60010
+    assert maps["pro"]["https"] == 60023 and maps["pro"]["supervisor"] == 60028
+    used = [port for mapping in maps.values() for port in mapping.values()]
+    assert len(used) == len(set(used)), "two services share a port"
+    assert set(used) <= set(ports.block_range(60000))
+
+
+def test_describe_marks_this_install() -> None:
+    shown = ports.describe(60000, "stage")
+    assert "project block: 60000-60049" in shown
+    assert "stage  60010-60019  <- this install" in shown
+    assert "  app         60011" in shown
+
+
+# ---- the answers' upstreams -------------------------------------------------------------------
+def test_upstreams_parse_hosts_ports_and_weights() -> None:
+    assert parse_upstreams("") == []
+    assert parse_upstreams("10.0.0.11, 10.0.0.12:60011 weight=2, app3.internal") == [
+        Upstream("10.0.0.11", None, 1),
+        Upstream("10.0.0.12", 60011, 2),
+        Upstream("app3.internal", None, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("10.0.0.11 backup", "only weight=N"),
+        ("10.0.0.11 weight=0", "only weight=N"),
+        ("8.8.8.8", "a public address"),
+        ("127.0.0.1", "a loopback address"),
+        ("0.0.0.0", "the unspecified address"),
+    ],
+)
+def test_upstreams_refuse_what_nginx_must_not_reach(text: str, words: str) -> None:
+    with pytest.raises(DeployError, match=words):
+        parse_upstreams(text)
+
+
+@pytest.mark.parametrize(
+    ("address", "normalised"), [("10.1.2.3", "10.1.2.3"), ("fd00::5", "fd00::5"), ("::ffff:192.168.1.9", "192.168.1.9")]
+)
+def test_private_addresses_pass_normalised(address: str, normalised: str) -> None:
+    assert addresses.private_address(address, "bind") == normalised
+
+
+@pytest.mark.parametrize("address", ["::ffff:0.0.0.0", "169.254.1.1", "224.0.0.1", "not-an-ip", "2001:4860::1"])
+def test_other_addresses_are_refused_with_the_rule(address: str) -> None:
+    with pytest.raises(DeployError, match="it must be a unicast address of a private network"):
+        addresses.private_address(address, "bind")
+
+
+# ---- env.conf and settings_local.py ----------------------------------------------------------
+def test_env_conf_reads_as_the_shell_sources_it() -> None:
+    text = "# a comment\nINSTALL_TYPE=stage\nSITE='stage.example.org'\nEMPTY=\n\nAPP_BIND=\n"
+    assert parse_env_conf(text) == {"INSTALL_TYPE": "stage", "SITE": "stage.example.org", "EMPTY": "", "APP_BIND": ""}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "settings_local.py"
+    path.write_text(text)
+    return path
+
+
+def test_the_database_is_read_without_running_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "import os\nos.system('touch ran')\n"
+        "DATABASES = {'default': {'HOST': '127.0.0.1', 'PORT': 60015, 'NAME': 'baz', 'USER': 'baz',"
+        " 'PASSWORD': 'pw', 'OPTIONS': os.environ}}\n",
+    )
+    assert localsettings.database(path) == {
+        "HOST": "127.0.0.1",
+        "PORT": "60015",
+        "NAME": "baz",
+        "USER": "baz",
+        "PASSWORD": "pw",
+    }
+    assert not (tmp_path / "ran").exists() and not Path("ran").exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ("'HOST': 'db.internal', 'PORT': 5432, 'NAME': 'x', 'USER': 'x'", "HOST 'db.internal'.*must be an IP address"),
+        ("'HOST': '127.0.0.1', 'PORT': 70000, 'NAME': 'x', 'USER': 'x'", "PORT '70000'.*must be a port number"),
+        ("'HOST': '127.0.0.1', 'PORT': 5432, 'NAME': 'x; rm', 'USER': 'x'", "NAME 'x; rm'.*letters, digits"),
+    ],
+)
+def test_a_database_value_outside_its_rule_is_refused(tmp_path: Path, entry: str, words: str) -> None:
+    path = write(tmp_path, f"DATABASES = {{'default': {{{entry}}}}}\n")
+    with pytest.raises(DeployError, match=words):
+        localsettings.database(path)
+
+
+def test_a_settings_file_that_does_not_parse_names_the_line(tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match="line 2"):
+        localsettings.database(write(tmp_path, "A = 1\nB = (\n"))
+
+
+# ---- installs on one host ----------------------------------------------------------------------
+def found(domain: str, kind: str, start: int) -> portmap.Found:
+    return portmap.Found(Path(f"/home/u/{domain}/{kind}"), domain, "u", kind, start)
+
+
+def test_collisions_find_overlapping_blocks_and_shared_installs() -> None:
+    assert portmap.collisions([found("a.example", "dev", 60000), found("b.example", "dev", 60050)]) == []
+    overlapping = portmap.collisions([found("a.example", "dev", 60000), found("b.example", "dev", 60020)])
+    assert len(overlapping) == 1
+    assert overlapping[0].startswith(
+        "blocks overlap: a.example 60000-60049 and b.example 60020-60069 share 60020-60049"
+    )
+    twice = portmap.collisions([found("a.example", "dev", 60000), found("a.example", "dev", 60000)])
+    assert any(problem.startswith("two installs use ports 60000-60009") for problem in twice), twice
+
+
+# ---- certbot, the health answer, htpasswd ---------------------------------------------------------
+def test_certbot_problem_keeps_the_cas_report() -> None:
+    output = (
+        "Saving debug log to /var/log/letsencrypt/letsencrypt.log\n"
+        "Certbot failed to authenticate some domains (authenticator: webroot).\n"
+        "  Domain: stage.example.org\n  Type:   connection\n  Detail: 127.0.0.1: Fetching http://...: refused\n"
+        "Hint: The Certificate Authority failed to download the temporary challenge files\n"
+        "Some challenges have failed.\nAsk for help or search for solutions at https://community.letsencrypt.org.\n"
+    )
+    assert acme.certbot_problem(output) == (
+        "the CA could not fetch the challenge from this server over port 80: Domain: stage.example.org "
+        "Type:   connection Detail: 127.0.0.1: Fetching http://...: refused"
+    )
+    assert acme.certbot_problem("Saving debug log to x\nAn unexpected error occurred: boom\n") == (
+        "An unexpected error occurred: boom"
+    )
+    assert acme.certbot_problem("") == "no output"
+
+
+def test_health_answers_name_the_revision_they_run() -> None:
+    assert deploy.served_revision("ok 1a2b3c4d5e6f") == "1a2b3c4d5e6f"
+    assert deploy.served_revision("ok") is None
+    assert deploy.served_revision("ok not-a-revision") is None
+    assert deploy._gist("<html><title>502 Bad\n Gateway</title></html>") == "502 Bad Gateway"
+
+
+@pytest.mark.parametrize(
+    ("line", "accepted"),
+    [
+        (b"admin:$6$saltsalt$" + b"a" * 86, True),
+        (b"admin:$apr1$saltsalt$" + b"b" * 22, True),
+        (b"admin:plaintext", False),
+        (b"admin:$6$saltsalt$abc\ninclude /etc/shadow", False),
+        (b"../../x:$6$saltsalt$" + b"a" * 86, False),
+    ],
+)
+def test_only_user_and_crypt_hash_lines_pass_as_htpasswd(line: bytes, accepted: bool) -> None:
+    assert all(install.HTPASSWD_LINE.match(part) for part in line.splitlines()) is accepted
+
+
+# ---- running programs and waiting -----------------------------------------------------------------
+def test_run_returns_the_output_and_fails_with_its_tail() -> None:
+    assert proc.run(["sh", "-c", "echo out"]) == "out\n"
+    with pytest.raises(DeployError) as failed:
+        proc.run(["sh", "-c", "seq 1 40 >&2; exit 3"], "the counter")
+    message = str(failed.value)
+    assert message.startswith("the counter failed (exit 3):\n")
+    assert message.splitlines()[-1] == "40" and "\n25\n" not in message  # only the last lines
+
+
+def test_a_missing_program_says_how_to_install_it() -> None:
+    with pytest.raises(MissingProgram, match="certbot-surely-missing not found: apt-get install"):
+        proc.program("certbot-surely-missing")
+    with pytest.raises(MissingProgram, match="not found"):
+        proc.run(["/nonexistent/program"])
+
+
+def test_a_program_that_hangs_is_stopped_at_its_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(DeployError, match="did not finish within 1 s"):
+        proc.run(["sleep", "30"], timeout=1)
+    assert time.monotonic() - started < 10
+
+
+def test_wait_until_names_what_did_not_happen() -> None:
+    calls = iter([False, False, True])
+    proc.wait_until(lambda: next(calls), "the third call", timeout=5, interval=0.01)
+    with pytest.raises(DeployError, match="the pid file did not happen within 0 s"):
+        proc.wait_until(lambda: False, "the pid file", timeout=0.05, interval=0.01)
+
+
+def test_a_pid_file_of_a_dead_process_is_not_alive(tmp_path: Path) -> None:
+    pidfile = tmp_path / "x.pid"
+    assert not proc.pid_alive(pidfile)
+    pidfile.write_text("999999999\n")
+    assert not proc.pid_alive(pidfile)
+    import os
+
+    pidfile.write_text(f"{os.getpid()}\n")
+    assert proc.pid_alive(pidfile)

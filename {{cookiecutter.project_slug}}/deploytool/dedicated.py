@@ -1,0 +1,225 @@
+"""The install's own copies of PostgreSQL, Redis and memcached: dedicated servers on
+ports of the block or unix sockets, logs beside the app's, run as the project user.
+
+Host and port come from settings_local.py, the install's local truth (never assumed);
+the port map only proposes them when init writes that file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import localsettings, proc
+from .errors import MissingProgram
+from .layout import Install
+from .proc import pid_alive
+
+
+@dataclass
+class PostgreSQL:
+    """A cluster in data/postgresql, owned by the project user."""
+
+    install: Install
+    name = "postgresql"
+
+    @property
+    def data(self) -> Path:
+        return self.install.data_dir / "postgresql"
+
+    @property
+    def db(self) -> dict[str, str]:
+        """Host, port, names and password from settings_local.py, parsed, never run."""
+        return localsettings.database(self.install.settings_local, self.install.owner_uid)
+
+    def running(self) -> bool:
+        return pid_alive(self.data / "postmaster.pid")
+
+    def options(self) -> list[str]:
+        """Where it listens: the host and port of settings_local.py, its socket in the run dir."""
+        db = self.db
+        return [
+            "-c",
+            f"listen_addresses={db['HOST']}",
+            "-p",
+            db["PORT"],
+            "-c",
+            f"unix_socket_directories={self.install.run_dir}",
+            "-c",
+            "unix_socket_permissions=0700",  # the project user's only, as its folder
+        ]
+
+    def foreground(self) -> list[str]:
+        """The server in the foreground, as systemd or supervisor runs it (logs on stderr)."""
+        return [str(proc.postgresql_bin("postgres")), "-D", str(self.data), *self.options()]
+
+    def prepare(self) -> bool:
+        """The cluster, once: initdb as the project user, the password from settings_local.py.
+        Returns whether it made it."""
+        if (self.data / "PG_VERSION").exists():
+            return False
+        db = self.db
+        with tempfile.NamedTemporaryFile("w", dir=self.install.data_dir) as pwfile:
+            pwfile.write(db["PASSWORD"] + "\n")
+            pwfile.flush()
+            proc.run(
+                [
+                    proc.postgresql_bin("initdb"),
+                    "-D",
+                    self.data,
+                    "-U",
+                    db["USER"],
+                    "--pwfile",
+                    pwfile.name,
+                    "-A",
+                    "scram-sha-256",
+                    "-E",
+                    "UTF8",
+                ],
+                "initdb",
+            )
+        return True
+
+    def start(self) -> None:
+        """In a sandbox: pg_ctl starts it in the background, its log in the log dir."""
+        self.prepare()
+        if not self.running():
+            log = self.install.log_dir / "postgresql.log"
+            options = " ".join(self.options())
+            proc.run(
+                [proc.postgresql_bin("pg_ctl"), "-D", self.data, "-o", options, "-l", log, "-w", "start"],
+                "pg_ctl start",
+            )
+        self.ensure_database()
+
+    def ensure_database(self) -> None:
+        """The project's database in the running cluster (createdb once)."""
+        db = self.db
+        env = {**os.environ, "PGPASSWORD": db["PASSWORD"]}
+        where = ["-h", db["HOST"], "-p", db["PORT"], "-U", db["USER"]]
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{db['NAME']}'"
+        exists = proc.attempt([proc.postgresql_bin("psql"), *where, "-d", "postgres", "-tAc", query], env=env)
+        if exists.stdout.strip() != "1":
+            proc.run([proc.postgresql_bin("createdb"), *where, db["NAME"]], "createdb", env=env)
+
+    def stop(self) -> None:
+        if self.running():
+            proc.run([proc.postgresql_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"], "pg_ctl stop")
+
+
+@dataclass
+class _Daemon:
+    """A server that daemonizes itself and writes a pid file in the run dir."""
+
+    install: Install
+    name = ""
+
+    @property
+    def pidfile(self) -> Path:
+        return self.install.run_dir / f"{self.name}.pid"
+
+    def command(self, foreground: bool) -> list[str]:
+        """The server's command line: daemonized with a pid file (a sandbox), or in the
+        foreground (systemd, supervisor)."""
+        raise NotImplementedError
+
+    def foreground(self) -> list[str]:
+        return self.command(foreground=True)
+
+    def running(self) -> bool:
+        return pid_alive(self.pidfile)
+
+    def start(self) -> None:
+        if self.running():
+            return
+        proc.run(self.command(foreground=False), self.name)
+        proc.wait_until(self.running, f"{self.name} writing its pid file")
+
+    def stop(self) -> None:
+        if not self.running():
+            return
+        os.kill(int(self.pidfile.read_text().split()[0]), 15)
+        proc.wait_until(lambda: not self.running(), f"{self.name} stopping")
+        self.pidfile.unlink(missing_ok=True)
+
+
+class Redis(_Daemon):
+    """A cache-only Redis: no persistence, no TCP. Its unix socket (660) is in the run dir,
+    which only the project user enters: no other local account reaches it (Redis has no
+    password here, and a password on its command line would show in ps)."""
+
+    name = "redis"
+
+    def command(self, foreground: bool) -> list[str]:
+        return [
+            proc.program("redis-server"),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.install.socket_of("redis")),
+            "--unixsocketperm",
+            "660",
+            "--daemonize",
+            "no" if foreground else "yes",
+            # tells systemd when it is ready (Type=notify); nothing under supervisor
+            *(["--supervised", "auto"] if foreground else []),
+            "--pidfile",
+            str(self.pidfile),
+            "--logfile",
+            str(self.install.log_dir / "redis.log"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.install.run_dir),
+        ]
+
+
+class Memcached(_Daemon):
+    """memcached on a unix socket of mode 660 in the private run dir: it has no password,
+    so no TCP (-s turns TCP and UDP off; UDP is an amplification vector anyway)."""
+
+    name = "memcached"
+
+    def command(self, foreground: bool) -> list[str]:
+        argv = [proc.program("memcached"), "-s", str(self.install.socket_of("memcached")), "-a", "0660", "-m", "64"]
+        return argv if foreground else [*argv, "-d", "-P", str(self.pidfile)]
+
+
+def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
+    """The dedicated copies this install's answers ask for, in start order."""
+    chosen: list[PostgreSQL | Redis | Memcached] = []
+    if install.project.database == "postgresql":
+        chosen.append(PostgreSQL(install))
+    if install.project.cache == "redis":
+        chosen.append(Redis(install))
+    elif install.project.cache == "memcached":
+        chosen.append(Memcached(install))
+    return chosen
+
+
+@dataclass
+class Dedicated:
+    """One dedicated server as the systemd unit and supervisor program templates see it."""
+
+    name: str  # postgresql, redis, memcached
+    unit: str  # its systemd unit or supervisor program name
+    command: list[str]  # in the foreground
+    missing: str  # how to install its program, when it was not found at render time
+
+
+def for_templates(install: Install) -> dict[str, Dedicated]:
+    """name -> what the templates render for it. A program not installed when rendering
+    still renders, as a placeholder command with a note saying how to install it; `deploytool
+    check` fails on it (systemd-analyze verify, the supervisor check: no such file)."""
+    found = {}
+    for server in for_install(install):
+        try:
+            command, missing = server.foreground(), ""
+        except MissingProgram as error:  # anything else (a bad settings_local.py) stops the render
+            command, missing = [f"/usr/bin/{server.name}"], str(error)
+        found[server.name] = Dedicated(server.name, install.service_of(server.name), command, missing)
+    return found
