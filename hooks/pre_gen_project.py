@@ -174,6 +174,7 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     choice("database", "sqlite", "postgresql"),
     choice("cache", "none", "redis", "memcached"),
     ("admin_basic_auth", lambda value: isinstance(value, bool), "must be a boolean: true or false"),
+    ("hsts_subdomains", lambda value: isinstance(value, bool), "must be a boolean: true or false"),
     ("certbot_email", lambda value: value == "" or matches(r"[^@\s]+@[^@\s]+\.[^@\s]+")(value),
      "must be empty or an e-mail address (one '@', no spaces)"),
     ("app_upstreams", are_upstreams,

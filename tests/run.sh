@@ -25,6 +25,8 @@ packages=(
   openssh-server   # sshd: the servers a rolling deploy reaches with Fabric (test_fleet)
   iproute2         # ip netns/veth: those servers' private network, inside the test only
   wrk              # load through nginx during deploys, reloads and log rotation
+  debootstrap      # a Debian 12 server tree, booted with systemd as PID 1 (test_server)
+  systemd-container  # systemd-nspawn boots it
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -526,7 +526,7 @@ def test_systemd_unit_verifies_and_is_sandboxed(make_install: Callable[..., Inst
     assert match, security.stdout + security.stderr
     assert float(match.group(1)) <= 2.0, security.stdout
     text = unit.read_text()
-    assert f"ExecStart={install.root}/bin/appctl.sh run" in text
+    assert f"ExecStart=/bin/bash {install.root}/bin/appctl.sh run" in text
     assert f"User={install.user}" in text and "Restart=on-failure" in text
     assert ("KillSignal=SIGINT" if app_server == "uwsgi" else "KillSignal=SIGTERM") in text
 

@@ -65,15 +65,15 @@ def test_generated_python_passes_ruff(baked: tuple[Path, dict[str, Any]]) -> Non
 
 def test_shell_scripts_pass_shellcheck(baked: tuple[Path, dict[str, Any]]) -> None:
     project, _ = baked
-    scripts = [p for p in project.rglob("*.sh") if "env3" not in p.parts]
-    assert project / "bin/appctl.sh" in scripts
+    scripts = [p for p in project.rglob("*.sh") if "env3" not in p.parts] + [project / "bin/deploytool"]
+    assert project / "bin/appctl.sh" in scripts and project / "bin/uwsgictl.sh" in scripts
     run([tool("shellcheck"), "-x", *scripts], cwd=project)
 
 
 def test_deploytool_check_passes(baked: tuple[Path, dict[str, Any]]) -> None:
     """nginx -t, systemd-analyze verify, logrotate -d, shellcheck and manage.py check, for real."""
     project, answers = baked
-    proc = run([project / "env3.11/bin/python", "-m", "deploytool", "check"], cwd=project)
+    proc = run([project / "bin/deploytool", "check"], cwd=project)
     names = proc.stdout
     assert "ok   nginx -t" in names
     assert ("systemd-analyze verify" in names) == (answers.get("process_manager", "systemd") == "systemd")
@@ -190,3 +190,5 @@ def test_port_map_of_each_install_type(bake_project: Any, install_type: str) -> 
     assert "project block: 60000-60049" in shown
     assert re.search(rf"{install_type}\s+{EXPECTED_PORTS[install_type][0]}-\d+\s+<- this install", shown)
     assert re.search(rf"app\s+{EXPECTED_PORTS[install_type][1]}", shown)
+    # a bake is a server install: nginx answers on 443 and 80, not on the block's ports
+    assert re.search(rf"https\s+{EXPECTED_PORTS[install_type][3]}  \(sandbox only; 443 on a server\)", shown), shown

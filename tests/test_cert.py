@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import BLOCKS, Stack, bake_for_user, port_free, program, running_stack, wait_until
+from support import BLOCKS, GIT, Stack, bake_for_user, port_free, program, running_stack, wait_until
 from support.pebble import Pebble, make_tls_ca, running_pebble
 
 BLOCK = BLOCKS["cert"]
@@ -126,7 +126,8 @@ def issued(project_user: str, project_venv: Path, tls_ca: Path) -> Iterator[Issu
 def test_cert_issues_over_http01_and_nginx_serves_it(issued: Issued) -> None:
     stack, proc = issued.stack, issued.proc
     assert proc.returncode == 0, proc.stderr
-    assert [line[:3] for line in proc.stdout.splitlines()] == ["1/3", "2/3", "3/3"], proc.stdout
+    # a line per step as it goes, then what comes next
+    assert [line[:4] for line in proc.stdout.splitlines()] == ["1/3 ", "2/3 ", "3/3 ", "next"], proc.stdout
     live = stack.sandbox / f"etc/letsencrypt/live/{stack.site}"
     # certbot's own lineage: links into archive/, renewal config beside it
     assert (live / "fullchain.pem").is_symlink() and (live / "privkey.pem").is_symlink()
@@ -179,11 +180,12 @@ def test_served_tls_meets_mozilla_intermediate(issued: Issued) -> None:
         for version in ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1", "tls_1_2", "tls_1_3")
     }
     assert {version for version, suites in accepted.items() if suites} == {"tls_1_2", "tls_1_3"}, accepted
-    # HTTP/2 offered through ALPN, and HSTS on every answer of a pro install
+    # HTTP/2 offered through ALPN, and HSTS on every answer of a pro install: for its own
+    # name only, as the answers default to (hsts_subdomains)
     with tls_session(stack, stack.site, issued.pebble.root, alpn=["h2", "http/1.1"]) as tls:
         assert tls.selected_alpn_protocol() == "h2"
     headers = get(stack, issued.pebble.root, "/")[2]
-    assert headers["strict-transport-security"] == "max-age=63072000; includeSubDomains; preload"
+    assert headers["strict-transport-security"] == "max-age=63072000"
 
 
 def test_forced_renewal_reloads_nginx_without_a_failed_request(issued: Issued) -> None:
@@ -208,7 +210,7 @@ def test_forced_renewal_reloads_nginx_without_a_failed_request(issued: Issued) -
         thread.start()
     try:
         wait_until(lambda: len(results) >= 20, "the clients' first requests")
-        cli_ini = stack.sandbox / "etc/letsencrypt/cli.ini"
+        cli_ini = stack.sandbox / f"etc/letsencrypt/{stack.site}.ini"
         started = time.monotonic()
         # As certbot's timer runs it (`certbot -q renew`), with the sandbox's cli.ini, the
         # private CA's trust, --force-renewal, and without -q: the hook's stderr would show.
@@ -242,6 +244,44 @@ def test_forced_renewal_reloads_nginx_without_a_failed_request(issued: Issued) -
 
 
 # ---- failures leave the previous site serving (a stage install: only its own name) ------------
+
+
+def test_deploys_under_a_private_ca_go_live_or_roll_back_truthfully(issued: Issued) -> None:
+    """With a certificate from a CA outside the public trust store (pebble here, Let's
+    Encrypt's staging in a rehearsal), a good revision goes live (exit 0) and a bad one is
+    rolled back and reported so (exit 1): the health check never mistakes the CA for a failure."""
+    stack = issued.stack
+    git = [*GIT, "-C", str(stack.project)]
+    stack.as_user(*git, "init", "-q", "-b", "main")
+    stack.as_user(*git, "add", "-A")
+    stack.as_user(*git, "commit", "-q", "-m", "As generated")
+    # The developer's clone, where new revisions are made; the install fetches from it.
+    dev = stack.project.parent / "dev"
+    stack.as_user(*GIT, "clone", "-q", str(stack.project), str(dev))
+    stack.as_user(*git, "remote", "add", "origin", str(dev))
+    work = [*GIT, "-C", str(dev)]
+
+    def deploy(change: str, message: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+        """A revision that makes ``change`` (a shell line in the developer's clone), deployed."""
+        stack.as_user("sh", "-c", f"cd {dev} && {change}")
+        stack.as_user(*work, "commit", "-q", "-am", message)
+        revision = stack.as_user(*work, "rev-parse", "HEAD").stdout.strip()
+        started = time.monotonic()
+        done = stack.deploytool("deploy", revision, "--health-timeout", "20", check=False)
+        print(f"\n{message}: deploy {time.monotonic() - started:.1f} s\n{done.stdout}{done.stderr}")
+        return revision, done
+
+    good, live = deploy("echo 'A new revision.' >> README.md", "A good revision")
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert f"{good[:12]} is live" in live.stdout
+    assert "answers 200 over HTTPS" in live.stdout  # the site, through nginx, with pebble's certificate
+    # A bad one: an app that does not exist, which `manage.py check` finds after the checkout.
+    custom = f"{stack.answers['project_slug']}/custom_settings.py"
+    _, failed = deploy(f"echo 'EXTRA_APPS = [\"no_such_app\"]' >> {custom}", "A bad revision")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Rolled back" in failed.stderr and "failed too" not in failed.stderr
+    assert f"{good[:12]} serves, as before" in failed.stderr
+    assert get(stack, issued.pebble.root)[0] == 200
 
 
 def test_up_after_down_keeps_the_issued_certificate(issued: Issued) -> None:
@@ -324,18 +364,21 @@ def test_bad_arguments_are_refused_before_anything_changes(stage: Stack) -> None
     still_serving(stage)
 
 
-# ---- a server's cli.ini ----------------------------------------------------------------------
+# ---- a server's certbot settings --------------------------------------------------------------
 
 
-def test_server_cli_ini_is_read_by_certbot(project_user: str, project_venv: Path, tmp_path: Path) -> None:
-    """A server install's cli.ini (the one /etc/letsencrypt gets) parses in certbot: an
-    option certbot does not know would stop every renewal on the machine."""
+def test_server_certbot_settings_are_the_sites_own_and_parse(
+    project_user: str, project_venv: Path, tmp_path: Path
+) -> None:
+    """A server install's certbot settings go in a file of the site's own, never the host's
+    cli.ini (which every certificate of the host reads), and parse in certbot."""
     project = bake_for_user(project_user, project_venv, port_block_start=BLOCK, install_type="pro")
     try:
-        cli_ini = project / "etc/letsencrypt/cli.ini"
+        site = json.loads((project / "etc/project.json").read_text())["domain"]
+        assert not (project / "etc/letsencrypt/cli.ini").exists()
+        cli_ini = project / f"etc/letsencrypt/{site}.ini"
         text = cli_ini.read_text()
         assert "config-dir" not in text and "webroot-path = /var/www/letsencrypt" in text
-        assert "max-log-backups = 0" in text  # what Debian's own cli.ini said: logrotate rotates
         folders = {name: tmp_path / name for name in ("config", "work", "logs", "webroot")}
         for folder in folders.values():
             folder.mkdir()

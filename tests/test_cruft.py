@@ -161,7 +161,7 @@ def create(template: TemplateRepo, checkout: str, folder: Path, **answers: objec
 
 
 def deploytool(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run([project / "env3.11/bin/python", "-m", "deploytool", *args], cwd=project)
+    return run([project / "bin/deploytool", *args], cwd=project)
 
 
 # ---- the user's own code ----------------------------------------------------------------------
@@ -306,13 +306,9 @@ def test_create_then_update_keeps_every_local_file(
         assert NEW_LINE in rendered.read_text() and "  processes: 8\n" in rendered.read_text()
         after = snapshot(project, names)
         assert {name for name in names if after[name] != before[name]} == {"etc/uwsgi.yaml"}
-        checked = subprocess.run(
-            [project / "env3.11/bin/python", "-m", "deploytool", "check"], cwd=project, capture_output=True, text=True
-        )
+        checked = subprocess.run([project / "bin/deploytool", "check"], cwd=project, capture_output=True, text=True)
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        status = subprocess.run(
-            [project / "env3.11/bin/python", "-m", "deploytool", "status"], cwd=project, capture_output=True, text=True
-        )
+        status = subprocess.run([project / "bin/deploytool", "status"], cwd=project, capture_output=True, text=True)
         assert f"template    dj-layout {template_repo.second_version}" in status.stdout, status.stdout
         assert "Good work" in cruft("check", cwd=project).stdout
     finally:

@@ -471,14 +471,14 @@ def test_ports_check_finds_overlapping_blocks_and_taken_ports(project_user: str,
             run(["chown", "-R", f"{project_user}:{project_user}", home / project_user])
             # env.conf follows the checkout to its new place
             run(
-                ["runuser", "-u", project_user, "--", root / "env3.11/bin/python", "-m", "deploytool", "render"],
+                ["runuser", "-u", project_user, "--", root / "bin/deploytool", "render"],
                 cwd=root,
             )
             installs[name] = root
         alpha, beta = installs["alpha"], installs["beta"]
 
         def check(as_root: bool = False) -> subprocess.CompletedProcess[str]:
-            command = [alpha / "env3.11/bin/python", "-m", "deploytool", "ports", "--check", "--home-base", home]
+            command = [alpha / "bin/deploytool", "ports", "--check", "--home-base", home]
             prefix = [] if as_root else ["runuser", "-u", project_user, "--"]
             return subprocess.run([*prefix, *map(str, command)], cwd=alpha, capture_output=True, text=True)
 

@@ -48,6 +48,10 @@ def test_install_into_an_empty_root_then_again_changes_nothing(baked: Stack) -> 
     root = baked.project.parent / "system"  # where the project user can look, as under /
     root.mkdir()
     first = baked.system_part(root)
+    # the system part ends with what comes next: the user part, which migrates first
+    assert (
+        f"next: as {baked.user}, in {baked.project}: {baked.project}/bin/deploytool install --part user" in first.stdout
+    )
     site, service, user = baked.site, baked.env["SERVICE"], baked.user
     answers = baked.answers
     where = f"{user}/{answers['domain']}/pro"
@@ -56,7 +60,7 @@ def test_install_into_an_empty_root_then_again_changes_nothing(baked: Stack) -> 
         f"etc/nginx/sites-available/{site}_letsencrypt.nginx.conf": ("root", 0o644),
         "etc/nginx/snippets/acme.conf": ("root", 0o644),
         f"etc/nginx/htpasswd/{site}": ("www-data", 0o600),
-        "etc/letsencrypt/cli.ini": ("root", 0o644),
+        f"etc/letsencrypt/{site}.ini": ("root", 0o644),
         f"etc/letsencrypt/renewal-hooks/deploy/{site}.sh": ("root", 0o755),
         f"etc/systemd/system/{service}.service": ("root", 0o644),
         f"etc/logrotate.d/{site}": ("root", 0o644),
@@ -102,11 +106,39 @@ def test_install_into_an_empty_root_then_again_changes_nothing(baked: Stack) -> 
     assert "no change" in baked.deploytool("install", "--part", "user").stdout
 
 
+def test_bin_deploytool_makes_the_venv_whole_or_not_at_all(baked: Stack) -> None:
+    """bin/deploytool needs nothing but Debian's Python: without a venv it makes one from the
+    requirements; when pip fails (here: an index that does not answer) it leaves none behind."""
+    (baked.project / "env3.11").unlink()
+    plain = ["env", "PATH=/usr/bin:/bin", "PIP_INDEX_URL=http://127.0.0.1:9/simple", "PIP_RETRIES=0", "PIP_TIMEOUT=2"]
+    failed = baked.as_user(*plain, baked.project / "bin/deploytool", "status", check=False)
+    assert failed.returncode == 2, failed
+    assert "making" in failed.stderr and "pip install -r requirements.txt failed" in failed.stderr, failed.stderr
+    assert not (baked.project / "env3.11").exists(), "a half-made venv was left"
+
+
 def test_parts_refuse_the_wrong_user(baked: Stack) -> None:
     as_root = baked.deploytool_as_root("install", "--part", "user", check=False)
     assert as_root.returncode == 2 and "never as root" in as_root.stderr
     as_user = baked.deploytool("install", "--part", "system", check=False)
     assert as_user.returncode == 2 and "as root" in as_user.stderr
+
+
+def test_down_on_a_server_install_is_refused_and_touches_nothing(baked: Stack) -> None:
+    """`down` stops only a sandbox `up` started: on a server install, as the user or as root,
+    it refuses in one line, and the system's nginx (every site of the host) is left alone."""
+    pidfile = Path("/run/nginx.pid")
+    before = pidfile.read_text() if pidfile.exists() else None
+    as_user = baked.deploytool("down", check=False)
+    assert as_user.returncode == 2, as_user
+    assert len(as_user.stderr.splitlines()) == 1 and "this is a server install" in as_user.stderr, as_user.stderr
+    assert "systemctl stop" in as_user.stderr and "nothing was stopped" in as_user.stderr
+    as_root = baked.deploytool_as_root("down", check=False)
+    assert as_root.returncode == 2, as_root
+    assert len(as_root.stderr.splitlines()) == 1 and "never runs as root" in as_root.stderr, as_root.stderr
+    assert (pidfile.read_text() if pidfile.exists() else None) == before
+    if before:
+        assert Path(f"/proc/{before.split()[0]}").exists(), "the system nginx was stopped"
 
 
 # ---- systemd and tmpfiles.d ------------------------------------------------------------------
@@ -274,9 +306,12 @@ def test_dedicated_servers_run_from_their_units(
         assert sorted(commands) == sorted(["postgresql", cache])
 
         first = stack.deploytool("install", "--part", "user", check=False)
-        start = "systemctl enable --now" if manager == "systemd" else "supervisorctl start"
+        # the one server alone: a bare `supervisorctl update` would start the app before migrate
+        unit = f"{stack.site}_postgresql"
+        start = f"systemctl enable --now {unit}" if manager == "systemd" else f"supervisorctl update {unit}"
         assert first.returncode == 2, first.stdout + first.stderr
-        assert f"{stack.site}_postgresql" in first.stderr and start in first.stderr, first.stderr
+        assert start in first.stderr, first.stderr
+        assert f"made the PostgreSQL cluster {project}/data/postgresql" in first.stdout  # said before it stopped
         assert (project / "data/postgresql/PG_VERSION").is_file()  # the cluster, made by the user
 
         output = project.parent / "servers.log"

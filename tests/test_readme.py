@@ -48,6 +48,9 @@ def test_first_command_generates_and_brings_the_stack_up(project_user: str) -> N
             timeout=900,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        # what `up` does, as it goes: a line per step, the next command at the end
+        for step in ("up: venv, requirements, migrate, collectstatic", "up: starting nginx", "next: "):
+            assert step in proc.stdout, proc.stdout
         url = re.search(r"up: (https://\S+)", proc.stdout)
         assert url, proc.stdout
         stack = Stack(home / "project_baz", project_user)
@@ -58,7 +61,7 @@ def test_first_command_generates_and_brings_the_stack_up(project_user: str) -> N
         project = home / "project_baz"
         if (project / "env3.11/bin/python").exists():
             subprocess.run(
-                ["runuser", "-u", project_user, "--", project / "env3.11/bin/python", "-m", "deploytool", "down"],
+                ["runuser", "-u", project_user, "--", project / "bin/deploytool", "down"],
                 cwd=project,
                 capture_output=True,
             )

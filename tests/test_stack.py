@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import gzip
+import http.client
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import stat
@@ -53,6 +55,20 @@ def test_http_redirects_to_https_keeping_path_and_query(stack: Stack) -> None:
     status, headers, _ = stack.http_request("GET", "/some/path/?a=1&b=two")
     assert status in (301, 308)
     assert headers["location"] == f"https://{stack.site}:{stack.https}/some/path/?a=1&b=two"
+
+
+def test_one_canonical_name(stack: Stack) -> None:
+    """pro answers www.<domain> too, with a redirect to the canonical name (path and query
+    kept); the other installs have no www name, and nginx gives it no answer at all."""
+    www = f"www.{stack.site}"
+    if stack.env["INSTALL_TYPE"] == "pro":
+        status, headers, _ = stack.https_get("/a/b?c=d", host=www)
+        assert status == 308 and headers["location"] == f"https://{stack.site}:{stack.https}/a/b?c=d", headers
+        status, headers, _ = stack.http_request("GET", "/a?b=c", headers={"Host": www})
+        assert status == 308 and headers["location"] == f"https://{stack.site}:{stack.https}/a?b=c", headers
+    else:
+        with pytest.raises((OSError, http.client.HTTPException)):
+            stack.https_get("/", host=www)
 
 
 def test_acme_challenge_is_served_on_http(stack: Stack) -> None:
@@ -242,6 +258,36 @@ def test_status_tells_what_runs(stack: Stack) -> None:
 
 
 # ---- logs ------------------------------------------------------------------------------------
+
+
+def live_nginx(pid: int | str) -> bool:
+    """Whether pid is a live nginx process (a zombie nobody reaped has an empty cmdline)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"nginx")
+    except OSError:
+        return False
+
+
+def test_a_killed_nginx_master_is_told_and_recovered(stack: Stack) -> None:
+    """kill -9 of nginx's master leaves its workers serving the old config on the ports:
+    `status` says so, `up` replaces them with a new master, nothing of the old one is left."""
+    master = int((stack.sandbox / "run/nginx.pid").read_text().split()[0])
+    workers = set(subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split())
+    assert workers, "nginx runs no workers"
+    os.kill(master, signal.SIGKILL)
+    wait_until(lambda: not live_nginx(master), "the master gone")
+    assert stack.https_get("/health/")[0] == 200  # the orphans still answer
+    said = stack.deploytool("status", check=False)
+    assert said.returncode == 1 and re.search(r"^nginx +stopped$", said.stdout, re.M), said.stdout
+    assert "still hold its ports (their master was killed)" in said.stdout, said.stdout
+    up = stack.deploytool("up")
+    assert "stopped nginx worker" in up.stdout, up.stdout
+    assert stack.deploytool("status").returncode == 0
+    new_master = int((stack.sandbox / "run/nginx.pid").read_text().split()[0])
+    assert new_master != master
+    alive = [pid for pid in workers if live_nginx(pid)]
+    assert alive == [], f"old workers still run: {alive}"
+    assert stack.https_get("/health/")[0] == 200
 
 
 def test_logs_land_under_logs_and_rotate_without_a_restart(stack: Stack) -> None:

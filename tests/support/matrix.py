@@ -36,6 +36,7 @@ MATRIX: dict[str, dict[str, Any]] = {
         "process_manager": "systemd",
         "database": "postgresql",
         "app_upstreams": "192.168.10.1 weight=3, 192.168.10.2",
+        "hsts_subdomains": True,
     },
     "stage-uwsgi-systemd-memcached": {
         "install_type": "stage",

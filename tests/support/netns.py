@@ -90,7 +90,7 @@ class Node:
         return proc
 
     def deploytool(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run(self.root / "env3.11/bin/python", "-m", "deploytool", *args, check=check)
+        return self.run(self.root / "bin/deploytool", *args, check=check)
 
     def popen_deploytool(self, *args: str) -> subprocess.Popen[str]:
         argv = self.network.exec(self.name, "runuser", "-u", self.user, "--", self.root / "env3.11/bin/python")

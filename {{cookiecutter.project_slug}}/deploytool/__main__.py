@@ -1,4 +1,4 @@
-"""python -m deploytool COMMAND: run from the install root (or anywhere with --root).
+"""bin/deploytool COMMAND (python -m deploytool in the venv): for this checkout, or --root.
 
 Each command lives in the module that owns it; this table is the only place that knows
 them all. A module exposes its help, its options (``arguments``) and its ``run``.
@@ -38,7 +38,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python3 -m deploytool", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="bin/deploytool", description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=CODE_ROOT, help="install root (default: this checkout)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():

@@ -2,7 +2,7 @@
 
 1. the bootstrap site on port 80 (the ACME challenge, no certificate) is enabled and nginx
    reloaded; a probe token proves nginx serves the challenge folder before the CA is asked;
-2. `certbot certonly` with the install's cli.ini (webroot, unattended) for the site's names,
+2. `certbot certonly` with the site's own settings file (webroot, unattended) for its names,
    as lineage live/<site>/;
 3. the final HTTPS site, now pointing at live/<site>/, replaces the bootstrap site:
    `nginx -t`, reload, and a check that nginx presents the new certificate.
@@ -28,8 +28,9 @@ from . import nginx, probe, proc
 from .certificates import issued, site_cert_dir
 from .errors import DeployError
 from .files import write_atomic
-from .layout import Install
-from .render import outputs, render
+from .install import ROOT_COPIES, trusted_code
+from .layout import CODE_ROOT, Install
+from .render import outputs, render, render_all
 
 STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 # Rendered files `cert` puts in place itself (`install` does too): what steps 1 and 2 use.
@@ -86,8 +87,10 @@ def validate(request: Request) -> None:
 
 
 def cli_ini(install: Install) -> Path:
-    """certbot's settings as installed (a server's is also certbot's default file)."""
-    return install.letsencrypt_dir / "cli.ini"
+    """certbot's settings for this site, as installed: a file of the site's own, passed with
+    --config. The host-wide /etc/letsencrypt/cli.ini stays the host's (every certificate
+    and every project on the host reads it)."""
+    return install.letsencrypt_dir / f"{install.site}.ini"
 
 
 def certbot_log(install: Install) -> Path:
@@ -101,14 +104,14 @@ def cert(install: Install, request: Request) -> Iterator[str]:
     certbot = proc.program("certbot")
     if not install.sandbox and os.geteuid() != 0:
         raise DeployError(
-            "cert writes /etc/letsencrypt and reloads the system's nginx: run it as root "
-            "(sudo python3 -m deploytool cert)"
+            "cert writes /etc/letsencrypt and reloads the system's nginx: run it as root, from root's own "
+            f"copy of the project: {ROOT_COPIES}/{install.site}/bin/deploytool --root {install.root} cert"
         )
     if not nginx.running(install):
-        start = f"{install.python} -m deploytool up" if install.sandbox else "systemctl start nginx"
+        start = f"{install.deploytool} up" if install.sandbox else "systemctl start nginx"
         raise DeployError(f"nginx is not running, so nothing would answer the CA on port 80: {start}, then cert again")
-    render(install)
-    rendered = outputs(install)
+    if os.geteuid() != 0:
+        render(install)  # the user's own copies in etc/ follow (root writes nothing in the checkout)
     final, bootstrap = install.final_site, install.bootstrap_site
     before = nginx.enabled_sites(install)
     # Everything of nginx's config that the steps change, as it is now.
@@ -123,7 +126,7 @@ def cert(install: Install, request: Request) -> Iterator[str]:
     served_before = probe.first_certificate(site_cert_dir(install) / "fullchain.pem")
     try:
         for template in TEMPLATES:
-            _put_in_place(install, rendered[template])
+            _put_in_place(install, template)
         if before == [final] and issued(install):
             yield f"1/3 bootstrap site not needed: {final} serves the ACME challenge on port 80, HTTPS stays up"
         else:
@@ -132,10 +135,13 @@ def cert(install: Install, request: Request) -> Iterator[str]:
             yield f"1/3 enabled {bootstrap} (port 80: the ACME challenge only, no certificate); nginx reloaded"
         _wait_for_challenge(install)
         yield f"2/3 {_certbot(install, certbot, request)}"
-        render(install)  # the final site now points at live/<site>/
-        _put_in_place(install, rendered[FINAL_TEMPLATE])
+        if os.geteuid() != 0:
+            render(install)
+        _put_in_place(install, FINAL_TEMPLATE)  # rendered now: it points at live/<site>/
         nginx.enable(install, final)
         nginx.reload(install)
+        # what the project user's deploys check the site with (certbot's live/ is root's)
+        write_atomic(install.issuer_file, (install.cert_dir / "chain.pem").read_text(), 0o644)
         live = probe.first_certificate(install.cert_dir / "cert.pem")
         if not proc.poll(lambda: probe.served_certificate(install, install.site) == live):
             raise DeployError(
@@ -150,10 +156,12 @@ def cert(install: Install, request: Request) -> Iterator[str]:
         raise
 
 
-def _put_in_place(install: Install, rendered: Path) -> None:
-    """Copy a rendered file from etc/ to its place under the system root (etc/ mirrors /etc)."""
-    target = install.system("/etc") / rendered.relative_to(install.etc_dir)
-    write_atomic(target, rendered.read_text(), rendered.stat().st_mode & 0o777)
+def _put_in_place(install: Install, template: str) -> None:
+    """Render one config from the code that runs (root's own copy on a server, never the
+    user's checkout) and write it to its place under the system root (etc/ mirrors /etc)."""
+    path = outputs(install)[template]
+    text, mode = render_all(install)[path]
+    write_atomic(install.system("/etc") / path.relative_to(install.etc_dir), text, mode)
 
 
 def _wait_for_challenge(install: Install) -> None:
@@ -264,11 +272,19 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", help="ACME directory URL (default Let's Encrypt; staging or a private CA)")
     parser.add_argument("--ca-bundle", type=Path, help="PEM file trusted for the ACME server's HTTPS (a private CA)")
     parser.add_argument("--no-www", dest="www", action="store_false", help="leave the www name out (pro)")
-    parser.add_argument("--email", help="account e-mail for expiry notices (default: cli.ini's)")
+    parser.add_argument("--email", help="account e-mail for expiry notices (default: the answers' certbot_email)")
 
 
 def run(args: argparse.Namespace) -> int:
     request = Request(args.server, args.ca_bundle, args.www, args.email)
-    for line in cert(Install.load(args.root), request):
+    if os.geteuid() == 0:
+        # as for the system part: root's own copy of the code, the user's checkout as data
+        install = Install.for_root(CODE_ROOT, args.root, Path("/"))
+        trusted_code(install)
+    else:
+        install = Install.load(args.root)
+    for line in cert(install, request):
         print(line, flush=True)
+    renewal = "certbot renew, by hand" if install.sandbox else "certbot.timer renews it"
+    print(f"next: {install.url} serves it; {renewal} (renewal-hooks/deploy/{install.site}.sh reloads nginx)")
     return 0

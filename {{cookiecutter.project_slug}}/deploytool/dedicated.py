@@ -129,7 +129,9 @@ class _Daemon:
         return self.command(foreground=True)
 
     def running(self) -> bool:
-        return pid_alive(self.pidfile)
+        """Its pid file names a live process (started daemonized, in a sandbox), or its
+        socket listens (run in the foreground by systemd or supervisor, without a pid file)."""
+        return pid_alive(self.pidfile) or listening_on(self.install.socket_of(self.name))
 
     def start(self) -> None:
         if self.running():
@@ -138,7 +140,7 @@ class _Daemon:
         proc.wait_until(self.running, f"{self.name} writing its pid file")
 
     def stop(self) -> None:
-        if not self.running():
+        if not pid_alive(self.pidfile):  # only what `up` started (a manager's has no pid file here)
             return
         os.kill(int(self.pidfile.read_text().split()[0]), 15)
         proc.wait_until(lambda: not self.running(), f"{self.name} stopping")
@@ -199,6 +201,15 @@ def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
     elif install.project.cache == "memcached":
         chosen.append(Memcached(install))
     return chosen
+
+
+def listening_on(socket: Path) -> bool:
+    """Whether a unix socket of that path listens (/proc/net/unix: flags 00010000)."""
+    try:
+        table = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(row.split()[3] == "00010000" and row.split()[-1] == str(socket) for row in table if len(row.split()) > 7)
 
 
 @dataclass

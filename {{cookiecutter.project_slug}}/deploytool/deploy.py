@@ -45,14 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from . import fleet, proc
-from .certificates import sandbox_ca
 from .errors import DeployError
 from .history import add_attempt, read_record
 from .history import head as _head
 from .history import short as _short
 from .install import root_command, system_files
 from .layout import Install
-from .probe import https_get
+from .probe import app_get, site_get
 from .render import render
 
 LOCK = Path("data/deploy.lock")
@@ -133,7 +132,7 @@ class Deploy:
         )
         if outside:
             apply = (
-                f"{self.install.python} -m deploytool up"
+                f"{self.install.deploytool} up"
                 if self.install.sandbox
                 else f"as root, from root's own copy of the code: {root_command(self.install)}"
             )
@@ -205,7 +204,9 @@ class Deploy:
             # Always: an app server may have started workers from the new code meanwhile
             # (lazy-apps and gunicorn workers import the code on disk when they respawn).
             ("reload", True, lambda: app_server(self.install, "reload")),
-            ("health", True, lambda: health(self.install, self.previous, self.health_timeout)),
+            # The previous revision serving on the app server is what the rollback restores;
+            # the HTTPS check of the site does not depend on the revision.
+            ("health", True, lambda: health(self.install, self.previous, self.health_timeout, site=False)),
         ]
         for name, needed, action in undo:
             if not needed:
@@ -229,7 +230,7 @@ def deploy(install: Install, revision: str | None = None, health_timeout: float 
         raise DeployError(
             f"deploy runs as the project user {install.project.user!r}, never as root (files in .git, "
             f"static/ and the venv would become root's): runuser -u {install.project.user} -- "
-            f"{install.python} -m deploytool deploy"
+            f"{install.deploytool} deploy"
         )
     started = time.monotonic()
     with _lock(install):
@@ -311,7 +312,7 @@ def preflight(install: Install) -> str:
         )
     status = proc.attempt([install.ctl, "status"])
     if status.returncode != 0:
-        start = f"{install.python} -m deploytool up" if install.sandbox else f"systemctl start {install.service}"
+        start = f"{install.deploytool} up" if install.sandbox else f"as root: {install.manager('start')}"
         raise DeployError(
             f"the app server is not running ({(status.stdout + status.stderr).strip()}): start it first "
             f"({start}); a deploy reloads a running app server. Nothing was changed"
@@ -347,7 +348,7 @@ def _upstream(install: Install, has_remote: bool) -> str:
     if found.returncode != 0 or not found.stdout.strip():
         why = "the branch checked out tracks no remote branch" if has_remote else "this checkout has no remote"
         raise DeployError(
-            f"{why}: name the revision to deploy: {install.python} -m deploytool deploy REV (a commit, tag or branch)"
+            f"{why}: name the revision to deploy: {install.deploytool} deploy REV (a commit, tag or branch)"
         )
     return found.stdout.strip()
 
@@ -360,7 +361,7 @@ def _subject(install: Install, revision: str) -> str:
 def manage(install: Install, *args: str, timeout: float = 900) -> str:
     """Run manage.py with the venv's Python in the install root; DeployError with its output."""
     if not install.python.exists():
-        raise DeployError(f"{install.python} is missing: {install.python} -m deploytool install --part user")
+        raise DeployError(f"{install.python} is missing: {install.deploytool} install --part user")
     argv = [install.python, install.root / "manage.py", *args]
     return proc.run(argv, f"manage.py {' '.join(args)}", cwd=install.root, timeout=timeout)
 
@@ -390,17 +391,17 @@ def app_server(install: Install, command: str) -> str:
     return out.strip().splitlines()[-1] if out.strip() else "done"
 
 
-def health(install: Install, revision: str, timeout: float) -> str:
-    """GET /health/ over HTTPS through nginx, by the site's name, until it answers 200 for
-    ``revision`` (the project's health view names the revision it runs, "ok <rev>")."""
-    cafile = sandbox_ca(install) if install.sandbox else None  # a server's certificate is a public CA's
-    url = install.url.rstrip("/") + HEALTH_PATH
+def health(install: Install, revision: str, timeout: float, site: bool = True) -> str:
+    """Two checks, each of one thing. The app server of this host (on its socket, past nginx
+    and any balancer, which might answer from another host) until /health/ names
+    ``revision`` ("ok <rev>"); then the site through this host's nginx over HTTPS, with the
+    trust its certificate was issued under (a private or staging CA as much as a public one)."""
     last, answer = "no answer", ""
 
-    def answers() -> bool:
+    def app_answers() -> bool:
         nonlocal last, answer
         try:
-            status, _, body = https_get(install.site, install.https_port, HEALTH_PATH, cafile, timeout=5)
+            status, body = app_get(install, HEALTH_PATH)
         except (OSError, http.client.HTTPException) as error:
             last = f"{type(error).__name__}: {error}"
             return False
@@ -412,9 +413,30 @@ def health(install: Install, revision: str, timeout: float) -> str:
         last = f"HTTP {status} ({_gist(text)})" if status != 200 else f"it runs {served}, not {_short(revision)}"
         return False
 
-    if not proc.poll(answers, timeout, interval=0.5):
-        raise DeployError(f"{url} did not answer 200 for {_short(revision)} within {timeout:.0f} s; last: {last}")
-    return f"{url} answers {answer[:60]!r}"
+    where = f"the app server ({install.app_address})"
+    if not proc.poll(app_answers, timeout, interval=0.5):
+        raise DeployError(
+            f"{where}: {HEALTH_PATH} did not answer 200 for {_short(revision)} within {timeout:.0f} s; last: {last}"
+        )
+    if not site:
+        return f"{where} answers {answer[:60]!r}"
+    if not install.site_enabled(install.final_site).exists():
+        return f"{where} answers {answer[:60]!r} (no HTTPS site on this host's nginx yet: `deploytool cert`)"
+    url = install.url.rstrip("/") + HEALTH_PATH
+
+    def site_answers() -> bool:
+        nonlocal last
+        try:
+            status, body = site_get(install, HEALTH_PATH)
+        except (OSError, http.client.HTTPException) as error:
+            last = f"{type(error).__name__}: {error}"
+            return False
+        last = f"HTTP {status} ({_gist(body.decode(errors='replace'))})"
+        return status == 200
+
+    if not proc.poll(site_answers, min(timeout, 10), interval=0.5):
+        raise DeployError(f"{url} did not answer 200 over HTTPS through nginx; last: {last}")
+    return f"{where} answers {answer[:60]!r}; {url} answers 200 over HTTPS"
 
 
 def _gist(text: str) -> str:

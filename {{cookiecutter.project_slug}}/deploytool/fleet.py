@@ -2,7 +2,7 @@
 with Fabric 3, one host at a time, so the others keep serving behind nginx.
 
 On each host, in its install root and as the project user, it runs that host's own
-`python -m deploytool deploy REV` (fetch, migrate, graceful reload, health check, rollback on
+`bin/deploytool deploy REV` (fetch, migrate, graceful reload, health check, rollback on
 failure): the same deploy as by hand, nothing re-implemented here. The roll-out stops at the
 first host whose deploy fails; that host has rolled itself back, the hosts after it were not
 touched (old revision), the hosts before it run the new one. Every host ends on the same
@@ -284,7 +284,7 @@ def preflight(install: Install, hosts: list[Host], config: Any) -> dict[str, Con
         if not connection.run(probe, hide=True, warn=True, in_stream=False).ok:
             problems.append(
                 f"{host.name}: no install at {host.where} ({host.root}/{python} and a git checkout): clone and "
-                "install it there first (python3 -m deploytool init, install), or fix root in etc/fleet.ini"
+                "install it there first (bin/deploytool init, install), or fix root in etc/fleet.ini"
             )
     if problems:
         for connection in connections.values():

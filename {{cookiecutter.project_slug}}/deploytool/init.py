@@ -166,7 +166,7 @@ def summary(install: Install) -> str:
         [
             f"{install.install_type} install of {install.project.domain} in {install.root}",
             f"site {install.site}, service {install.service}",
-            ports.describe(install.project.port_block_start, install.install_type),
+            ports.describe(install.project.port_block_start, install.install_type, server=not install.sandbox),
         ]
     )
 

@@ -19,11 +19,11 @@ import pwd
 import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import nginx, proc
-from .dedicated import PostgreSQL, for_install
+from .dedicated import PostgreSQL, for_install, for_templates
 from .errors import DeployError
 from .files import open_no_links, prune, read_user_file, write_atomic
 from .init import close_database, make_links
@@ -60,6 +60,12 @@ def state_dir(install: Install) -> Path:
 
 
 def install_system(install: Install) -> Iterator[str]:
+    missing = [server.missing for server in for_templates(install).values() if server.missing]
+    if missing and not install.sandbox:
+        raise DeployError(
+            f"{'; '.join(missing)}: the {install.project.process_manager} config of a server that cannot run is "
+            "not installed; install it, then run the system part again (nothing was changed)"
+        )
     user = pwd.getpwnam(install.project.user)
     server = os.geteuid() == 0  # root: owners and nginx's group are set, the checkout is only read
     yield from _system_folders(install, user, server)
@@ -207,14 +213,15 @@ def database_ready(install: Install) -> Iterator[str]:
         start = (
             f"systemctl daemon-reload && systemctl enable --now {unit}"
             if install.project.process_manager == "systemd"
-            else f"supervisorctl update && supervisorctl start {unit}"
+            else f"supervisorctl reread && supervisorctl update {unit}"  # that program alone: not the app yet
         )
         raise DeployError(f"the install's PostgreSQL ({unit}) is not running: as root, {start}; then run this again")
     database.ensure_database()
 
 
-def put_in_place(install: Install, part: str) -> list[str]:
-    """Run the system part, the user part, or both; returns what changed."""
+def put_in_place(install: Install, part: str, report: Callable[[str], None] | None = None) -> list[str]:
+    """Run the system part, the user part, or both; returns what changed, and tells
+    ``report`` each change as it is made (a failure then shows what was done before it)."""
     root = os.geteuid() == 0
     if part in ("system", "all"):
         if not root and not install.sandbox:
@@ -228,15 +235,18 @@ def put_in_place(install: Install, part: str) -> list[str]:
         if root:
             raise DeployError(
                 f"the user part runs as {install.project.user}, never as root: "
-                f"runuser -u {install.project.user} -- {install.python} -m deploytool install --part user"
+                f"runuser -u {install.project.user} -- {install.deploytool} install --part user"
             )
     if not root:
         render(install)  # the user's own rendered copies (env.conf, the app server's config)
     changes: list[str] = []
-    if part in ("system", "all"):
-        changes += install_system(install)
-    if part in ("user", "all"):
-        changes += install_user(install)
+    steps = [install_system] if part in ("system", "all") else []
+    steps += [install_user] if part in ("user", "all") else []
+    for step in steps:
+        for change in step(install):
+            changes.append(change)
+            if report is not None:
+                report(change)
     return changes
 
 
@@ -250,7 +260,7 @@ def root_command(install: Install) -> str:
     copy = f"{ROOT_COPIES}/{install.site}"
     return (
         f"git clone --branch <the install's revision> <the project's repository> {copy}; "
-        f"cd {copy} && python3 -m deploytool --root {install.root} install --part system"
+        f"{copy}/bin/deploytool --root {install.root} install --part system"
     )
 
 
@@ -307,6 +317,26 @@ def run(args: argparse.Namespace) -> int:
             current = dataclasses.replace(current, system_root=args.system_root.resolve())
         if part is None:
             part = "all" if current.sandbox else "user"
-    changes = put_in_place(current, part)
-    print("\n".join(changes) if changes else f"install ({part}): no change")
+    changes = put_in_place(current, part, report=lambda line: print(line, flush=True))
+    if not changes:
+        print(f"install ({part}): no change")
+    print(f"next: {next_step(current, part)}")
     return 0
+
+
+def next_step(install: Install, part: str) -> str:
+    """What the admin runs after this part, in the order a server needs: the user part
+    migrates before the app server starts; the certificate comes once nginx serves port 80."""
+    user = install.project.user
+    if install.own_sandbox:
+        return f"{install.deploytool} up"
+    if part == "system":
+        return (
+            f"as {user}, in {install.root}: {install.deploytool} install --part user "
+            "(venv, requirements, migrate, collectstatic)"
+        )
+    if install.project.process_manager == "systemd":
+        start = f"systemctl daemon-reload && systemctl enable --now {install.service}"
+    else:
+        start = f"systemctl daemon-reload && supervisorctl reread && supervisorctl update {install.service}"
+    return f"as root: {start}; then, as root, `deploytool cert` for the site's certificate"

@@ -226,6 +226,16 @@ class Install:
         """Where Django imports settings_local from: a link to etc/settings_local.py."""
         return self.root / self.project.project_slug / "settings_local.py"
 
+    def manager(self, verb: str) -> str:
+        """How root has the process manager start, stop or restart the app server (a server install)."""
+        tool = "systemctl" if self.project.process_manager == "systemd" else "supervisorctl"
+        return f"{tool} {verb} {self.service}"
+
+    @property
+    def deploytool(self) -> Path:
+        """The entry point every command line names: it finds (or makes) the venv first."""
+        return self.root / "bin" / "deploytool"
+
     @property
     def ctl(self) -> Path:
         return self.root / "bin" / "appctl.sh"
@@ -384,6 +394,12 @@ class Install:
         return self.letsencrypt_dir / "live" / self.site
 
     @property
+    def issuer_file(self) -> Path:
+        """The certificate's issuer (certbot's chain.pem), copied where the project user can
+        read it: a deploy checks the site over HTTPS with it (live/ is root's alone)."""
+        return self.system(f"/etc/ssl/dj-layout/{self.site}.issuer.pem")
+
+    @property
     def self_signed_dir(self) -> Path:
         """A sandbox's self-signed certificate, served until certbot has issued one: kept out
         of certbot's live/, where a folder certbot did not make stops it from issuing."""
@@ -452,7 +468,7 @@ def read_env_conf(path: Path) -> dict[str, str]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise DeployError(f"{path} is missing: run `python3 -m deploytool init --install-type dev|stage|pro`") from None
+        raise DeployError(f"{path} is missing: run `bin/deploytool init --install-type dev|stage|pro`") from None
     return parse_env_conf(text)
 
 

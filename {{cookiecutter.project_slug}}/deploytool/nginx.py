@@ -9,9 +9,11 @@ challenge while the first certificate is issued. A sandbox runs its own nginx
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import secrets
+import signal
 from pathlib import Path
 
 from . import proc
@@ -40,6 +42,7 @@ class Nginx:
 
     def start(self) -> None:
         self.test()
+        self.stop_orphans()
         if self.running():
             proc.run(self.argv("-s", "reload"), "nginx -s reload")
             return
@@ -50,6 +53,46 @@ class Nginx:
         if self.running():
             proc.attempt(self.argv("-s", "quit"))
             proc.wait_until(lambda: not self.running(), "nginx stopping")
+        self.stop_orphans()
+
+    def orphans(self) -> list[int]:
+        """Workers left holding the install's ports by a master that died (kill -9): they
+        go on serving the old config, and no signal to a master reaches them."""
+        if self.running():
+            return []
+        return listeners_of(self.install, b"nginx: worker", {self.install.https_port, self.install.http_port})
+
+    def stop_orphans(self) -> list[int]:
+        """Stop such workers: QUIT lets them finish their requests; KILL after 10 s."""
+        found = self.orphans()
+        for signal_number in (signal.SIGQUIT, signal.SIGKILL):
+            for pid in found:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
+            if proc.poll(lambda: not self.orphans(), 10):
+                break
+        return found
+
+
+def listeners_of(install: Install, title: bytes, ports: set[int]) -> list[int]:
+    """This user's live processes whose command line starts with ``title`` and that hold a
+    socket listening on one of ``ports`` (read from /proc: the kernel's own record)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                inodes.add(f"socket:[{fields[9]}]")
+    found = []
+    for folder in Path("/proc").glob("[0-9]*"):
+        try:
+            if folder.stat().st_uid != os.geteuid() or not (folder / "cmdline").read_bytes().startswith(title):
+                continue
+            if any(os.readlink(fd) in inodes for fd in (folder / "fd").iterdir()):
+                found.append(int(folder.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return sorted(found)
 
 
 def _test(argv: list[str]) -> None:
@@ -146,7 +189,7 @@ def reload(install: Install) -> None:
         if not nginx.running():
             raise DeployError(
                 "the sandbox nginx is not running, so nothing can answer the ACME challenge: "
-                f"start the stack with `{install.python} -m deploytool up`, then run cert again"
+                f"start the stack with `{install.deploytool} up`, then run cert again"
             )
         _reload(nginx.argv("-s", "reload"))
     elif not (

@@ -86,7 +86,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     install = Install.load(args.root)
     if not args.check:
-        print(ports.describe(install.project.port_block_start, install.install_type))
+        print(ports.describe(install.project.port_block_start, install.install_type, server=not install.sandbox))
         return 0
     lines, failed = check(install, args.home_base)
     print("\n".join(lines))

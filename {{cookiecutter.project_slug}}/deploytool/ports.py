@@ -43,8 +43,14 @@ def block_range(block_start: int) -> range:
     return range(block_start, block_start + BLOCK_SIZE)
 
 
-def describe(block_start: int, install_type: str) -> str:
-    """The map as a sysadmin reads it: the block, the installs, this install's services."""
+# Ports only a sandbox binds: on a server nginx answers on 80 and 443, and supervisord is
+# the system's.
+SANDBOX_ONLY = {"https": "443 on a server", "http": "80 on a server", "supervisor": "a sandbox's supervisord"}
+
+
+def describe(block_start: int, install_type: str, server: bool = False) -> str:
+    """The map as a sysadmin reads it: the block, the installs, this install's services
+    (on a server, the ports only a sandbox binds say what is used instead)."""
     block = block_range(block_start)
     lines = [f"project block: {block.start}-{block.stop - 1}"]
     for name in SLOTS:
@@ -52,5 +58,7 @@ def describe(block_start: int, install_type: str) -> str:
         mark = "  <- this install" if name == install_type else ""
         lines.append(f"  {name:<6} {base}-{base + INSTALL_SIZE - 1}{mark}")
     lines.append(f"{install_type} services:")
-    lines += [f"  {name:<11} {port}" for name, port in port_map(block_start, install_type).items()]
+    for name, port in port_map(block_start, install_type).items():
+        note = f"  (sandbox only; {SANDBOX_ONLY[name]})" if server and name in SANDBOX_ONLY else ""
+        lines.append(f"  {name:<11} {port}{note}")
     return "\n".join(lines)

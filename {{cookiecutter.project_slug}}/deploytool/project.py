@@ -39,6 +39,8 @@ class Project:
     app_upstreams: str
     balancing: str
     template_version: str
+    # Added in 0.2: a project.json written before it has no such key (no subdomain HSTS).
+    hsts_subdomains: bool = False
 
     @classmethod
     def load(cls, path: Path) -> Project:

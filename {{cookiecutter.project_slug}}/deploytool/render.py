@@ -38,7 +38,10 @@ OUTPUTS: dict[str, Output] = {
     ),
     "nginx/acme.conf.j2": Output("nginx/snippets/acme.conf", "nginx snippet for Let's Encrypt's HTTP-01 challenges"),
     "nginx/app.conf.j2": Output("nginx/snippets/{site}_app.conf", "nginx snippet passing a request to the app server"),
-    "letsencrypt/cli.ini.j2": Output("letsencrypt/cli.ini", "certbot's settings"),
+    "nginx/systemd-restart.conf.j2": Output(
+        "systemd/system/nginx.service.d/{site}.conf", "drop-in restarting the system's nginx after a crash"
+    ),
+    "letsencrypt/cli.ini.j2": Output("letsencrypt/{site}.ini", "certbot's settings for this site's certificate"),
     "letsencrypt/deploy-hook.sh.j2": Output(
         "letsencrypt/renewal-hooks/deploy/{site}.sh", "certbot deploy hook (test and reload nginx after a renewal)"
     ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import http.client
 import os
 import pwd
 import socket
@@ -27,7 +28,8 @@ from .init import make_links
 from .install import put_in_place
 from .layout import Install
 from .nginx import Nginx
-from .probe import first_certificate, https_get, served_certificate
+from .probe import site_get
+from .progress import say, step
 from .render import render
 
 SANDBOX = ".sandbox"
@@ -126,57 +128,79 @@ def up(current: Install) -> Install:
     if me != current.project.user:
         raise DeployError(
             f"`up` runs the stack as the project user {current.project.user!r}, not as {me!r}: "
-            f"runuser -u {current.project.user} -- {current.python} -m deploytool up"
+            f"runuser -u {current.project.user} -- {current.deploytool} up"
             + (" (never as root)" if os.geteuid() == 0 else "")
         )
     # Everything the stack creates (logs, the database, uploads, sockets) is closed to other
     # local accounts; the servers started below inherit this.
     os.umask(0o027)
-    sandbox = as_sandbox(current)
-    sandbox.system("/run").mkdir(parents=True, exist_ok=True)  # nginx's pid file (nginx -t wants it)
-    ports_free(sandbox)
-    nginx_valid(sandbox)  # a broken site never replaces the one nginx serves
-    ensure_self_signed(sandbox)
-    put_in_place(sandbox, "system")
+    with step("up", "rendering the configs, checking ports and nginx -t"):
+        sandbox = as_sandbox(current)
+        sandbox.system("/run").mkdir(parents=True, exist_ok=True)  # nginx's pid file (nginx -t wants it)
+        for pid in Nginx(sandbox).stop_orphans():
+            say("up", f"stopped nginx worker {pid}, left holding the ports by a master that was killed")
+        ports_free(sandbox)
+        nginx_valid(sandbox)  # a broken site never replaces the one nginx serves
+    if ensure_self_signed(sandbox):
+        say("up", f"made a self-signed certificate for {', '.join(sandbox.server_names)} (sandbox CA)")
+    with step("up", "putting the configs in place under .sandbox/"):
+        put_in_place(sandbox, "system")
     for service in dedicated.for_install(sandbox):  # migrate needs the database
-        service.start()
-    put_in_place(sandbox, "user")
-    AppServer(sandbox).start()
-    Nginx(sandbox).start()
-    wait_until_served(sandbox)
+        with step("up", f"starting {service.name}"):
+            service.start()
+    first = not sandbox.python.exists()
+    with step("up", "venv, requirements, migrate, collectstatic" + (" (a first run takes minutes)" if first else "")):
+        put_in_place(sandbox, "user")
+    with step("up", f"starting the app server ({sandbox.project.app_server})"):
+        AppServer(sandbox).start()
+    with step("up", "starting nginx and waiting for /health/ over HTTPS"):
+        Nginx(sandbox).start()
+        wait_until_served(sandbox)
     return sandbox
 
 
 def wait_until_served(install: Install, timeout: float = 30.0) -> None:
-    """/health/ answers 200 over HTTPS: verified against the sandbox CA, or, once certbot
-    has issued the site's certificate (from whatever CA), with exactly that certificate."""
+    """/health/ answers 200 over HTTPS, with the trust the site's certificate was issued
+    under (the sandbox CA, or exactly the certificate certbot issued)."""
     last = ""
-    real = issued(install)
-    expected = first_certificate(install.cert_dir / "cert.pem") if real else None
 
     def healthy() -> bool:
         nonlocal last
         try:
-            if real and served_certificate(install, install.site) != expected:
-                raise OSError(f"nginx does not serve {install.cert_dir / 'cert.pem'} yet")
-            cafile = None if real else sandbox_ca(install)
-            status, _, _ = https_get(install.site, install.https_port, "/health/", cafile, verify=not real)
-            last = f"HTTP {status}"
-            return status == 200
-        except OSError as error:
-            last = str(error)
+            status, _ = site_get(install, "/health/")
+        except (OSError, http.client.HTTPException) as error:
+            last = str(error) or type(error).__name__
             return False
+        last = f"HTTP {status}"
+        return status == 200
 
     if not proc.poll(healthy, timeout, interval=0.2):
         raise DeployError(f"{install.url}health/ did not answer 200 within {timeout:.0f} s ({last}); see logs/")
 
 
 def down(install: Install) -> list[str]:
+    """Stop the sandbox stack `up` started. Refused on anything else: a server install's
+    servers belong to its process manager, and the system nginx serves other sites too."""
+    if os.geteuid() == 0:
+        raise DeployError(
+            f"`down` stops the sandbox stack of {install.project.user!r} and never runs as root: "
+            f"runuser -u {install.project.user} -- {install.deploytool} down"
+        )
+    if not install.own_sandbox:
+        manager = install.manager("stop")
+        raise DeployError(
+            f"this is a server install (SYSTEM_ROOT={install.system_root_setting}), not a sandbox: `down` "
+            f"stops only what `up` started; stop the app server as root with `{manager}` (nginx serves "
+            "other sites too and stays); nothing was stopped"
+        )
     stopped = []
     for component in reversed(components(install)):
         if component.running():
             component.stop()
             stopped.append(component.name)
+    orphans = Nginx(install).stop_orphans()
+    if orphans:
+        stopped.append(f"nginx workers {', '.join(map(str, orphans))} (their master had been killed)")
     return stopped
 
 
@@ -184,6 +208,12 @@ def status(install: Install) -> tuple[int, list[str]]:
     """LSB-like: 0 all running, 3 all stopped, 1 some running."""
     states = [(c.name, c.running()) for c in components(install)]
     lines = [f"{name:<11} {'running' if up_ else 'stopped'}" for name, up_ in states]
+    orphans = Nginx(install).orphans() if install.own_sandbox else []
+    if orphans:
+        lines.append(
+            f"{'':<11} but nginx workers {', '.join(map(str, orphans))} still hold its ports (their master was "
+            "killed): `down` stops them, `up` replaces them"
+        )
     lines += status_lines(install)  # the live revision and since when, the template version
     ups = [up_ for _, up_ in states]
     return (0 if all(ups) else 3 if not any(ups) else 1), lines
@@ -211,6 +241,7 @@ STATUS = "what of the stack runs (exit 0 all, 3 none, 1 some)"
 def run_up(args: argparse.Namespace) -> int:
     install = up(Install.load(args.root))
     print(f"up: {install.url}  (the {install.install_type} install, as {install.project.user})")
+    print(f"    next: {install.deploytool} status; down stops it all")
     resolve = f"--resolve {install.site}:{install.https_port}:127.0.0.1 {install.url}"
     if issued(install):
         print(f"    serving the certificate certbot issued ({install.cert_dir}); curl {resolve}")

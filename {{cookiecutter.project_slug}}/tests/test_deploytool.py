@@ -24,7 +24,7 @@ def test_installs_get_disjoint_ports_inside_the_block() -> None:
 def test_every_template_is_rendered() -> None:
     install = Install.load(ROOT)
     for path in outputs(install).values():
-        assert path.is_file(), f"{path} missing: run `python -m deploytool render`"
+        assert path.is_file(), f"{path} missing: run `bin/deploytool render`"
 
 
 def test_settings_local_is_private() -> None:

@@ -103,6 +103,6 @@ except ModuleNotFoundError as error:
     if error.name != f"{__package__}.settings_local":
         raise
     print(
-        "settings_local.py not found: run `python -m deploytool init --install-type dev|stage|pro`",
+        "settings_local.py not found: run `bin/deploytool init --install-type dev|stage|pro`",
         file=sys.stderr,
     )

@@ -55,5 +55,6 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_SSL_REDIRECT = True
 # Two years, as Mozilla's intermediate profile; nginx sends the same header for static files.
 SECURE_HSTS_SECONDS = 63072000
+# Answered yes: every subdomain HTTPS-only too, and ready for browsers' preload list.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True

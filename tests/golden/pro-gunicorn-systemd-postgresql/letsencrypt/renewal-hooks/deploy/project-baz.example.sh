@@ -21,6 +21,12 @@ quietly() {
     fi
 }
 
+# The renewed certificate's issuer, where the project user's deploy finds it to check the
+# site over HTTPS (certbot's live/ is root's alone; certificates are public).
+if [[ ${RENEWED_LINEAGE:-} == /etc/letsencrypt/live/project-baz.example ]]; then
+    install -D -m 0644 "${RENEWED_LINEAGE}/chain.pem" /etc/ssl/dj-layout/project-baz.example.issuer.pem
+fi
+
 if ! nginx -t -q; then
     echo "project-baz.example: nginx -t failed: not reloading (fix the config, then reload)" >&2
     exit 1
