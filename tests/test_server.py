@@ -315,6 +315,15 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             out = journey.step("deploy", f"cd {HOME} && bin/deploytool deploy", user=USER)
             assert f"{new[:12]} is live" in out and "answers 200 over HTTPS" in out, out
             assert journey.https()[3] == f"ok {new[:12]}"
+            if manager == "systemd":
+                # A stop and a start by hand, as the project user: through the unit (polkit's
+                # rule allows that one), so the app stays under systemd, no root needed.
+                stopped = server.sh(f"cd {HOME} && bin/appctl.sh stop", user=USER)
+                assert "through systemd" in stopped.stdout and journey.active(service) == ["inactive"], stopped
+                started_again = server.sh(f"cd {HOME} && bin/appctl.sh start", user=USER)
+                assert "started under systemd" in started_again.stdout, started_again.stdout
+                assert journey.active(service) == ["active"] and journey.main_pid(service) > 0
+                wait_serving(journey)
             # A revision that fails (an app that does not exist): rolled back, and said so.
             journey.step(
                 "bad commit",

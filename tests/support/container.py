@@ -49,6 +49,7 @@ PACKAGES = [
     "redis-server",
     "memcached",
     "procps",
+    "polkitd",  # lets the project user start and stop its own unit (the system part's rule)
 ]
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

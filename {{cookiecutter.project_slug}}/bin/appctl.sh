@@ -269,11 +269,36 @@ cmd_status() {
     return 3
 }
 
+# On a server under systemd, a start or stop by hand goes through the unit, so the app stays
+# under its manager: the system part's polkit rule lets the project user start and stop
+# that one unit (and no other). Not when systemd itself runs this script (ExecStop: it sets
+# INVOCATION_ID), nor in a sandbox, nor where the unit is not installed.
+under_systemd() {
+    [[ ${PROCESS_MANAGER:-} == systemd && $SYSTEM_ROOT == / && -z ${INVOCATION_ID:-} ]] &&
+        [[ -d /run/systemd/system ]] && systemctl cat "$SERVICE.service" >/dev/null 2>&1
+}
+
+# systemctl VERB the unit as the project user; false when polkit does not allow it.
+through_systemd() {
+    local out
+    if out=$(systemctl --no-ask-password "$1" "$SERVICE.service" 2>&1); then
+        return 0
+    fi
+    say "systemctl $1 $SERVICE as $(id -un) was refused ($out): as root, systemctl $1 $SERVICE" >&2
+    return 1
+}
+
 cmd_start() {
     check_dirs
     local pid
     if pid=$(running_pid); then
         say "$SERVICE: $APP_SERVER is already running (pid $pid)"
+        return 0
+    fi
+    if under_systemd; then
+        through_systemd start || return 1
+        pid=$(running_pid) || die 1 "$SERVICE started, but no $APP_SERVER answers: systemctl status $SERVICE"
+        say "$SERVICE: $APP_SERVER started under systemd (pid $pid, ${APP_SOCKET:-port $PORT_APP})"
         return 0
     fi
     rm -f -- "$PIDFILE" # stale: its process is gone
@@ -302,6 +327,11 @@ cmd_stop() {
     if ! pid=$(running_pid); then
         rm -f -- "$PIDFILE"
         say "$SERVICE: $APP_SERVER is not running"
+        return 0
+    fi
+    if under_systemd && systemctl is-active --quiet "$SERVICE.service"; then
+        through_systemd stop || return 1 # its ExecStop is this script's graceful stop
+        say "$SERVICE: $APP_SERVER stopped (pid $pid) through systemd: $0 start starts it there again"
         return 0
     fi
     stop_pid "$pid"

@@ -95,7 +95,7 @@ SUPERVISOR_PROGRAMS: dict[str, int | None] = {"supervisor/app.conf.j2": 1, "supe
 
 def check_units(install: Install, tmp: Path) -> Iterator[Result]:
     for template, path in outputs(install).items():
-        if template.startswith("systemd/"):
+        if template.startswith("systemd/") and path.suffix == ".service":
             # verify exits 0 on most warnings and prints them: any stderr counts as a failure.
             yield validate(f"systemd-analyze verify {path.name}", ["systemd-analyze", "verify", str(path)], True)
         elif template in SUPERVISOR_PROGRAMS:

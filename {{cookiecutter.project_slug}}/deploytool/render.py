@@ -48,6 +48,9 @@ OUTPUTS: dict[str, Output] = {
     "uwsgi.yaml.j2": Output("uwsgi.yaml", "uWSGI, the app server"),
     "gunicorn.conf.py.j2": Output("gunicorn.conf.py", "gunicorn, the app server"),
     "systemd/app.service.j2": Output("systemd/system/{service}.service", "systemd unit of the app server"),
+    "systemd/polkit.rules.j2": Output(
+        "polkit-1/rules.d/{service}.rules", "polkit rule: the project user starts and stops its own app unit"
+    ),
     "systemd/postgresql.service.j2": Output(
         "systemd/system/{site}_postgresql.service", "systemd unit of the install's own PostgreSQL"
     ),
@@ -82,7 +85,7 @@ SETTINGS_LOCAL = "settings_local.py.j2"
 
 def header(install: Install, template: str, what: str, local: bool = False) -> str:
     """The two lines every rendered file opens with: what it is, and which template to edit."""
-    mark = ";" if template.startswith("supervisor/") else "#"
+    mark = ";" if template.startswith("supervisor/") else "//" if template.endswith(".rules.j2") else "#"
     where = f"{install.site} ({install.install_type} install)"
     second = (
         f"Written once by `deploytool init` from etc/templates/{template}: local data, edit this file."
