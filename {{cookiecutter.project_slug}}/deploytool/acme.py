@@ -125,8 +125,7 @@ def cert(install: Install, request: Request) -> Iterator[str]:
     )
     served_before = probe.first_certificate(site_cert_dir(install) / "fullchain.pem")
     try:
-        for template in TEMPLATES:
-            _put_in_place(install, template)
+        _put_in_place(install, TEMPLATES)
         if before == [final] and issued(install):
             yield f"1/3 bootstrap site not needed: {final} serves the ACME challenge on port 80, HTTPS stays up"
         else:
@@ -137,7 +136,7 @@ def cert(install: Install, request: Request) -> Iterator[str]:
         yield f"2/3 {_certbot(install, certbot, request)}"
         if os.geteuid() != 0:
             render(install)
-        _put_in_place(install, FINAL_TEMPLATE)  # rendered now: it points at live/<site>/
+        _put_in_place(install, (FINAL_TEMPLATE,))  # rendered now: it points at live/<site>/
         nginx.enable(install, final)
         nginx.reload(install)
         # what the project user's deploys check the site with (certbot's live/ is root's)
@@ -156,12 +155,13 @@ def cert(install: Install, request: Request) -> Iterator[str]:
         raise
 
 
-def _put_in_place(install: Install, template: str) -> None:
-    """Render one config from the code that runs (root's own copy on a server, never the
-    user's checkout) and write it to its place under the system root (etc/ mirrors /etc)."""
-    path = outputs(install)[template]
-    text, mode = render_all(install)[path]
-    write_atomic(install.system("/etc") / path.relative_to(install.etc_dir), text, mode)
+def _put_in_place(install: Install, templates: tuple[str, ...]) -> None:
+    """Render configs from the code that runs (root's own copy on a server, never the user's
+    checkout) and write them to their places under the system root (etc/ mirrors /etc)."""
+    paths, texts = outputs(install), render_all(install)
+    for template in templates:
+        text, mode = texts[paths[template]]
+        write_atomic(install.system("/etc") / paths[template].relative_to(install.etc_dir), text, mode)
 
 
 def _wait_for_challenge(install: Install) -> None:

@@ -16,6 +16,7 @@ from . import localsettings, proc
 from .errors import MissingProgram
 from .layout import Install
 from .proc import pid_alive
+from .sockets import unix_listening
 
 
 @dataclass
@@ -131,7 +132,7 @@ class _Daemon:
     def running(self) -> bool:
         """Its pid file names a live process (started daemonized, in a sandbox), or its
         socket listens (run in the foreground by systemd or supervisor, without a pid file)."""
-        return pid_alive(self.pidfile) or listening_on(self.install.socket_of(self.name))
+        return pid_alive(self.pidfile) or unix_listening(self.install.socket_of(self.name))
 
     def start(self) -> None:
         if self.running():
@@ -201,15 +202,6 @@ def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
     elif install.project.cache == "memcached":
         chosen.append(Memcached(install))
     return chosen
-
-
-def listening_on(socket: Path) -> bool:
-    """Whether a unix socket of that path listens (/proc/net/unix: flags 00010000)."""
-    try:
-        table = Path("/proc/net/unix").read_text().splitlines()[1:]
-    except OSError:
-        return False
-    return any(row.split()[3] == "00010000" and row.split()[-1] == str(socket) for row in table if len(row.split()) > 7)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import proc
+from .errors import MissingProgram
 from .files import write_atomic
 from .layout import Install
 
@@ -36,7 +37,7 @@ def head(install: Install) -> str | None:
     """The commit checked out in the install, or None (not a git checkout, no commit)."""
     try:
         found = proc.attempt(["git", "-C", install.root, "rev-parse", "--verify", "--quiet", "HEAD"])
-    except proc.MissingProgram:
+    except MissingProgram:
         return None
     return found.stdout.strip() if found.returncode == 0 else None
 

@@ -16,7 +16,7 @@ import secrets
 import signal
 from pathlib import Path
 
-from . import proc
+from . import proc, sockets
 from .certificates import has_certificate
 from .errors import DeployError
 from .layout import Install
@@ -60,7 +60,7 @@ class Nginx:
         go on serving the old config, and no signal to a master reaches them."""
         if self.running():
             return []
-        return listeners_of(self.install, b"nginx: worker", {self.install.https_port, self.install.http_port})
+        return listeners_of(b"nginx: worker", {self.install.https_port, self.install.http_port})
 
     def stop_orphans(self) -> list[int]:
         """Stop such workers: QUIT lets them finish their requests; KILL after 10 s."""
@@ -74,25 +74,19 @@ class Nginx:
         return found
 
 
-def listeners_of(install: Install, title: bytes, ports: set[int]) -> list[int]:
-    """This user's live processes whose command line starts with ``title`` and that hold a
-    socket listening on one of ``ports`` (read from /proc: the kernel's own record)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for row in Path(table).read_text().splitlines()[1:]:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) in ports:
-                inodes.add(f"socket:[{fields[9]}]")
+def listeners_of(title: bytes, ports: set[int]) -> list[int]:
+    """This user's processes whose command line starts with ``title`` and that hold a socket
+    listening on one of ``ports``."""
+    inodes = {listener.inode for listener in sockets.listeners() if listener.port in ports}
     found = []
-    for folder in Path("/proc").glob("[0-9]*"):
+    for pid in sockets.holders(inodes) if inodes else []:
         try:
-            if folder.stat().st_uid != os.geteuid() or not (folder / "cmdline").read_bytes().startswith(title):
-                continue
-            if any(os.readlink(fd) in inodes for fd in (folder / "fd").iterdir()):
-                found.append(int(folder.name))
-        except OSError:  # gone meanwhile, or not ours to read
+            folder = Path(f"/proc/{pid}")
+            if folder.stat().st_uid == os.geteuid() and (folder / "cmdline").read_bytes().startswith(title):
+                found.append(pid)
+        except OSError:
             continue
-    return sorted(found)
+    return found
 
 
 def _test(argv: list[str]) -> None:

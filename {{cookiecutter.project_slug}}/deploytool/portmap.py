@@ -18,19 +18,15 @@ Exit status 0 when nothing collides, 1 when something does.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
-import os
 import pwd
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import ports
 from .errors import DeployError
 from .layout import ENV_CONF, PROJECT_JSON, Install, read_env_conf
-
-LISTEN = "0A"  # TCP state in /proc/net/tcp
+from .sockets import Listener, bind_refused, holders, listeners
 
 
 @dataclass(frozen=True)
@@ -54,14 +50,6 @@ class Found:
 
     def __str__(self) -> str:
         return f"{self.domain} {self.install_type} ({self.root})"
-
-
-@dataclass(frozen=True)
-class Listener:
-    address: str
-    port: int
-    uid: int
-    inode: str
 
 
 HELP = "the port map of this install and the project block"
@@ -169,64 +157,19 @@ def collisions(installs: list[Found]) -> list[str]:
 
 
 # ---- what listens ------------------------------------------------------------------------------
-def _address(hex_address: str) -> str:
-    raw = bytes.fromhex(hex_address)
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))  # four host-order words
-    return socket.inet_ntop(socket.AF_INET6, words)
-
-
-def listeners() -> list[Listener]:
-    """Listening TCP sockets of this host (its network namespace), from /proc/net/tcp{,6}."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] != LISTEN:
-                continue
-            address, port = fields[1].rsplit(":", 1)
-            found.append(Listener(_address(address), int(port, 16), int(fields[7]), fields[9]))
-    return found
-
-
 def owner(listener: Listener) -> str:
     """Which program holds a socket, as far as this user may see."""
     try:
         user = pwd.getpwuid(listener.uid).pw_name
     except KeyError:
         user = f"uid {listener.uid}"
-    target = f"socket:[{listener.inode}]"
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in holders({listener.inode}):
         try:
-            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
-                name = (proc / "comm").read_text().strip()
-                return f"{name} (pid {proc.name}, user {user})"
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
+        return f"{name} (pid {pid}, user {user})"
     return f"a program of user {user} (run as root to name it)"
-
-
-def bind_refused(address: str, port: int) -> bool:
-    """Whether a server could not bind address:port now (SO_REUSEADDR, as servers set it)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                return True
-            if error.errno == errno.EADDRNOTAVAIL:
-                return False  # not an address of this host: `init --app-bind` says so
-            raise
-    return False
 
 
 def taken(install: Install) -> tuple[list[str], list[str]]:

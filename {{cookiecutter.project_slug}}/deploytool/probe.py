@@ -102,9 +102,9 @@ def _get_with_issuer(install: Install, path: str, timeout: float) -> tuple[int, 
     """As the project user on a server: the served certificate must be valid for the site's
     name and signed by the issuer `cert` recorded (any CA: Let's Encrypt, its staging, a
     private one), or, with none recorded, by a CA of the system's trust store."""
-    context = ssl.create_default_context()
-    if install.issuer_file.exists():
-        context = ssl.create_default_context(cafile=str(install.issuer_file))
+    recorded = install.issuer_file.exists()
+    context = ssl.create_default_context(cafile=str(install.issuer_file) if recorded else None)
+    if recorded:
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the issuer is an intermediate
     status, _, body = https_get(install.site, install.https_port, path, timeout=timeout, context=context)
     return status, body

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from .errors import DeployError, MissingProgram
 
-__all__ = ["MissingProgram"]
-
 # How to install a program deploytool runs, when it is missing (Debian 12).
 PACKAGES = {
     "postgresql": "apt-get install postgresql",

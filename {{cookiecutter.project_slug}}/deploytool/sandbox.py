@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import http.client
 import os
 import pwd
-import socket
 import subprocess
 
 from . import dedicated, proc
@@ -31,6 +29,7 @@ from .nginx import Nginx
 from .probe import site_get
 from .progress import say, step
 from .render import render
+from .sockets import bind_refused
 
 SANDBOX = ".sandbox"
 
@@ -116,7 +115,7 @@ def ports_free(install: Install) -> None:
     for name in ("redis", "memcached"):
         del wanted[name]  # unix sockets too
     for name, owner in wanted.items():
-        if owner in chosen and owner not in running and not _free(install.ports[name]):
+        if owner in chosen and owner not in running and bind_refused("127.0.0.1", install.ports[name]):
             raise DeployError(
                 f"port {install.ports[name]} ({name} of the {install.install_type} install) is taken by "
                 "another program: stop it, or move the project's block (port_block_start); nothing was started"
@@ -217,20 +216,6 @@ def status(install: Install) -> tuple[int, list[str]]:
     lines += status_lines(install)  # the live revision and since when, the template version
     ups = [up_ for _, up_ in states]
     return (0 if all(ups) else 3 if not any(ups) else 1), lines
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        # As servers bind: connections of a stopped server lingering in TIME_WAIT do not
-        # make the port taken.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
 
 
 UP = "the whole stack of this install, as you, on loopback, under .sandbox/"
