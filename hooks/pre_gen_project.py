@@ -101,7 +101,10 @@ def is_block_start(value: object) -> bool:
 def is_private_ipv4(value: str) -> bool:
     address = ipaddress.IPv4Address(value)
     return address.is_private and not (
-        address.is_loopback or address.is_unspecified or address.is_link_local or address.is_multicast
+        address.is_loopback
+        or address.is_unspecified
+        or address.is_link_local
+        or address.is_multicast
         or address.is_reserved
     )
 

@@ -13,6 +13,7 @@ packages=(
   supervisor       # supervisord for the supervisor variant
   openssl          # throwaway and self-signed certificates
   git              # cruft and deploy work on git checkouts
+  rsync            # deploytool backup and restore copy media/ with it
   python3-venv     # the project user's virtualenv, from Debian's Python
   python3-dev      # uWSGI compiles against it
   gcc              # ditto

@@ -476,7 +476,7 @@ def test_supervisor_and_manual_use_agree(make_install: Callable[..., Install], a
         f"childlogdir={folder}\n[inet_http_server]\nport=127.0.0.1:{port}\n"
         f"[supervisorctl]\nserverurl=http://127.0.0.1:{port}\n"
         "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
-        f"[include]\nfiles={install.root}/etc/supervisor/conf.d/*.conf\n"
+        f"[include]\nfiles={install.root}/etc/supervisor/{service}.conf\n"
     )
     ctl = [tool("supervisorctl"), "-c", str(conf)]
 
@@ -516,7 +516,7 @@ def test_supervisor_and_manual_use_agree(make_install: Callable[..., Install], a
 @pytest.mark.parametrize("app_server", APP_SERVERS)
 def test_systemd_unit_verifies_and_is_sandboxed(make_install: Callable[..., Install], app_server: str) -> None:
     install = make_install(app_server, "systemd")
-    (unit,) = (install.root / "etc" / "systemd" / "system").glob("*.service")
+    unit = install.root / "etc/systemd/system" / f"{install.env['SERVICE']}.service"
     analyze = tool("systemd-analyze")
     verify = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
     # verify exits 0 on most warnings and prints them: any output is a failure.
@@ -545,7 +545,7 @@ def test_app_server_runs_in_the_units_sandbox(
     assert probe.returncode == 0, "python3-seccomp is missing: apt-get install python3-seccomp"
     # Under /home, like a real install: PrivateTmp hides /tmp.
     install = make_install(app_server, "systemd", parent="/home")
-    (unit,) = (install.root / "etc" / "systemd" / "system").glob("*.service")
+    unit = install.root / "etc/systemd/system" / f"{install.env['SERVICE']}.service"
     loader = install.root.parent / "seccomp_exec.py"
     as_unit = as_the_unit(install.user, loader, str(install.root / "bin/appctl.sh"), unit=unit)
     start = in_the_units_sandbox(unit, project_venv, [*as_unit, "run"])

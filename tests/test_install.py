@@ -144,9 +144,12 @@ def test_down_on_a_server_install_is_refused_and_touches_nothing(baked: Stack) -
 # ---- systemd and tmpfiles.d ------------------------------------------------------------------
 
 
-def test_systemd_unit_verifies_and_is_hardened(baked: Stack) -> None:
-    unit = next((baked.project / "etc/systemd/system").glob("*.service"))
-    verify = subprocess.run([tool("systemd-analyze"), "verify", unit], capture_output=True, text=True)
+@pytest.mark.parametrize("unit_of", ["app", "backup"])
+def test_systemd_unit_verifies_and_is_hardened(baked: Stack, unit_of: str) -> None:
+    name = baked.env["SERVICE"] if unit_of == "app" else f"{baked.site}_backup"
+    unit = baked.project / "etc/systemd/system" / f"{name}.service"
+    units = [unit, unit.with_suffix(".timer")] if unit_of == "backup" else [unit]  # the timer starts it
+    verify = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
     security = run([tool("systemd-analyze"), "security", "--offline=true", unit])
     score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout).group(1))  # type: ignore[union-attr]

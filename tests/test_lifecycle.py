@@ -246,6 +246,57 @@ def test_a_broken_revision_is_rolled_back_under_load(lifecycle: Lifecycle, kind:
         assert "note" in columns  # the old code writes its rows without it
 
 
+DROP_NOTE = {
+    "SLUG/migrations/0003_drop_note.py": """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("SLUG", "0002_visit_note")]
+
+    operations = [migrations.RemoveField("visit", "note")]
+""",
+    "SLUG/migrations/0004_fails.py": FAILING_MIGRATIONS["SLUG/migrations/0003_fails.py"].replace(
+        "0002_visit_note", "0003_drop_note"
+    ),
+}
+NOTES = "from SLUG.models import Visit; print(sorted(Visit.objects.values_list('id', 'note')))"
+
+
+def test_a_migration_that_drops_data_is_undone_by_the_printed_restore(lifecycle: Lifecycle) -> None:
+    """A deploy with migrations backs up first; when it rolls back after one of them dropped
+    a column, the one restore command it prints brings the column and its data back."""
+    stack = lifecycle.stack
+    slugged = lambda files: {name: text.replace("SLUG", lifecycle.slug) for name, text in files.items()}  # noqa: E731
+    add_note = slugged({"SLUG/migrations/0002_visit_note.py": FAILING_MIGRATIONS["SLUG/migrations/0002_visit_note.py"]})
+    model = lifecycle.source("SLUG/models.py").replace(
+        "    at = models.DateTimeField(auto_now_add=True)\n",
+        "    at = models.DateTimeField(auto_now_add=True)\n    note = models.CharField(max_length=50, null=True)\n",
+    )
+    lifecycle.commit("Visits get a note", **{**add_note, "SLUG/models.py": model})
+    proc, _ = lifecycle.deploy()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    home(stack)
+    python = stack.project / stack.env["VENV"] / "bin/python"
+    shell = [python, "manage.py", "shell", "--no-imports", "-c"]
+    fill = "from SLUG.models import Visit; Visit.objects.update(note='kept')".replace("SLUG", lifecycle.slug)
+    stack.as_user(*shell, fill)
+    notes = stack.as_user(*shell, NOTES.replace("SLUG", lifecycle.slug)).stdout.strip().splitlines()[-1]
+    assert "'kept'" in notes
+
+    lifecycle.commit("Drop the note, then fail", branch="drop-note", **slugged(DROP_NOTE))
+    proc, _ = lifecycle.deploy("origin/drop-note")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"^deploy: backup +\S+-pre-migrate before migrating \([\d.]+ s\)", proc.stdout, re.M), proc.stdout
+    match = re.search(r"The data as it was before them: (\S+) restore (\S+)", proc.stderr)
+    assert match, proc.stderr
+    assert lifecycle.record()["history"][0]["backup"] == match.group(2)
+    assert stack.https_get("/")[0] == 500  # the code has the note, the table lost its column
+    restored = stack.as_user(match.group(1), "restore", match.group(2)).stdout
+    assert "/health/ answers 200" in restored, restored
+    assert stack.as_user(*shell, NOTES.replace("SLUG", lifecycle.slug)).stdout.strip().splitlines()[-1] == notes
+    home(stack)
+
+
 def test_deploy_refuses_uncommitted_changes_and_changes_nothing(lifecycle: Lifecycle) -> None:
     stack = lifecycle.stack
     live = lifecycle.head()

@@ -191,10 +191,25 @@ else:
 """
 
 
+# Under supervisor the app server is a program of the install's own supervisord (the project
+# user's, asked as the user); that supervisord and the dedicated servers are the system's.
+OWN_SUPERVISORCTL = f"runuser -u {USER} -- supervisorctl -c {HOME}/etc/supervisor/supervisord.conf"
+
+
+def own_state(journey: Journey, program: str, wanted: str, timeout: float = 30) -> str:
+    """Wait until the install's own supervisord shows ``program`` in state ``wanted``."""
+    deadline = time.monotonic() + timeout
+    while wanted not in (state := journey.server.sh(f"{OWN_SUPERVISORCTL} status {program}", check=False).stdout):
+        assert time.monotonic() < deadline, f"{program} is not {wanted} within {timeout:.0f} s: {state}"
+        time.sleep(0.3)
+    return state
+
+
 def main_pid(journey: Journey, manager: str, unit: str) -> int:
     if manager == "systemd":
         return journey.main_pid(unit)
-    return int(journey.server.sh(f"supervisorctl pid {unit} || true").stdout.strip() or 0)
+    ctl = OWN_SUPERVISORCTL if unit.endswith("_uwsgi") else "supervisorctl"
+    return int(journey.server.sh(f"{ctl} pid {unit} || true").stdout.strip() or 0)
 
 
 def recover(journey: Journey, manager: str, unit: str, timeout: float = 30) -> None:
@@ -278,15 +293,16 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             assert "applied migrations" in out and "next: as root" in out, out
             # As root: the app server under its manager, nginx with the bootstrap site.
             start = (
-                f"systemctl daemon-reload && systemctl enable --now {service} {DOMAIN}_{cache}"
+                f"systemctl daemon-reload && systemctl enable --now {service} {DOMAIN}_{cache} {DOMAIN}_backup.timer"
                 if manager == "systemd"
                 else "systemctl daemon-reload && supervisorctl reread && supervisorctl update"
             )
             journey.step("start app", f"{start} && nginx -t -q && systemctl reload nginx")
             if manager == "systemd":
                 assert journey.active(service) == ["active"]
-            else:  # RUNNING once it has run startsecs
-                server.wait(f"supervisorctl status {service} | grep -q RUNNING", f"{service} RUNNING")
+            else:  # RUNNING once it has run startsecs, in the install's own supervisord
+                server.wait(f"supervisorctl status {DOMAIN}_supervisord | grep -q RUNNING", "its supervisord RUNNING")
+                own_state(journey, service, "RUNNING")
             assert journey.http_answers("/", "404") == "404"  # the bootstrap site: no certificate yet
 
             # The certificate, as root from root's copy, against pebble.
@@ -315,15 +331,42 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             out = journey.step("deploy", f"cd {HOME} && bin/deploytool deploy", user=USER)
             assert f"{new[:12]} is live" in out and "answers 200 over HTTPS" in out, out
             assert journey.https()[3] == f"ok {new[:12]}"
+            # A stop and a start by hand, as the project user, no root needed: the app stays
+            # under its manager. systemd: through the unit (polkit's rule allows that one);
+            # supervisor: the install's own supervisord, whose socket is the user's.
+            stopped = server.sh(f"cd {HOME} && bin/appctl.sh stop", user=USER)
             if manager == "systemd":
-                # A stop and a start by hand, as the project user: through the unit (polkit's
-                # rule allows that one), so the app stays under systemd, no root needed.
-                stopped = server.sh(f"cd {HOME} && bin/appctl.sh stop", user=USER)
                 assert "through systemd" in stopped.stdout and journey.active(service) == ["inactive"], stopped
-                started_again = server.sh(f"cd {HOME} && bin/appctl.sh start", user=USER)
-                assert "started under systemd" in started_again.stdout, started_again.stdout
+            else:  # a graceful stop, an expected exit: supervisord leaves it stopped
+                own_state(journey, service, "EXITED")
+            started_again = server.sh(f"cd {HOME} && bin/appctl.sh start", user=USER)
+            assert f"started under {manager}" in started_again.stdout, started_again.stdout
+            if manager == "systemd":
                 assert journey.active(service) == ["active"] and journey.main_pid(service) > 0
-                wait_serving(journey)
+            else:
+                state = server.sh(f"{OWN_SUPERVISORCTL} status {service}").stdout
+                assert "RUNNING" in state and main_pid(journey, manager, service) > 0, state
+            wait_serving(journey)
+            # The daily backup, as its timer (systemd) or cron line (supervisor) runs it, under
+            # the unit's hardening: a whole backup of the PostgreSQL database appears.
+            if manager == "systemd":
+                assert journey.active(f"{DOMAIN}_backup.timer") == ["active"]
+                ran = server.sh(f"systemctl start {DOMAIN}_backup.service", check=False)
+                log = server.sh(
+                    f"cat /var/log/{USER}/{DOMAIN}/pro/backup.log; journalctl -n 30 -u {DOMAIN}_backup", check=False
+                ).stdout
+                assert ran.returncode == 0, log
+            else:
+                line = (server.root / f"etc/cron.d/{DOMAIN.replace('.', '_')}_backup").read_text().splitlines()[-1]
+                command = line.split(f" {USER} ", 1)[1]
+                journey.step("backup cron line", command, user=USER)
+            folder = server.root / f"var/backups/{USER}/{DOMAIN}/pro"
+            made = [path for path in folder.iterdir() if (path / "manifest.json").is_file()]
+            assert len(made) == 1 and (made[0] / "database.dump").stat().st_size > 0, made
+            log = server.root / f"var/log/{USER}/{DOMAIN}/pro/backup.log"
+            assert "next: to restore it" in log.read_text()
+            listed = server.sh(f"cd {HOME} && bin/deploytool backups", user=USER).stdout
+            assert made[0].name in listed and "verifies" in listed, listed
             # A revision that fails (an app that does not exist): rolled back, and said so.
             journey.step(
                 "bad commit",
@@ -390,13 +433,34 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             status, after_serial, _, body = journey.https()
             assert (status, after_serial, body) == ("200", serial, f"ok {new[:12]}")
 
+            killed_units = [("app server", service), ("nginx", "nginx"), ("postgresql", database)]
+            if manager == "supervisor":
+                # The project user plants a link where root's supervisord used to write the
+                # dedicated server's output: root must never write through it (it logs to the
+                # journal); and no other account reaches the user's supervisord.
+                server.sh("echo untouched > /root/victim && chmod 600 /root/victim")
+                server.sh(f"ln -sfn /root/victim {HOME}/logs/supervisor-postgresql.log", user=USER)
+                tried = server.sh(
+                    f"python3 -c {shlex.quote(CONNECT.format(f'/run/{DOMAIN}/supervisor.sock'))}",
+                    user="nobody",
+                    check=False,
+                )
+                assert tried.returncode != 0 and "PermissionError" in tried.stderr, tried
+                # the install's supervisord itself: root's restarts it, and its new app server
+                # takes over from the one the killed supervisord left behind
+                killed_units.append(("the install's supervisord", f"{DOMAIN}_supervisord"))
             # kill -9 of the app server's master, of nginx's and of the dedicated PostgreSQL's:
             # each is started again by its manager, and the site serves again.
-            for name, unit in (("app server", service), ("nginx", "nginx"), ("postgresql", database)):
+            for name, unit in killed_units:
                 killed = time.monotonic()
                 recover(journey, manager if unit != "nginx" else "systemd", unit)
                 wait_serving(journey)
                 print(f"  kill -9 {name}: serving again after {time.monotonic() - killed:.1f} s", flush=True)
+            if manager == "supervisor":
+                assert (server.root / "root/victim").read_text() == "untouched\n"
+                own_state(journey, service, "RUNNING")
+                masters = server.sh(f"pgrep -u {USER} -f '^{DOMAIN} uWSGI master' || true").stdout.split()
+                assert len(masters) == 1, masters  # one app server, the manager's own
             status = server.sh(f"cd {HOME} && bin/deploytool status", user=USER, check=False)
             assert re.search(r"^app server +running$", status.stdout, re.M), status.stdout
             assert re.search(r"^postgresql +running$", status.stdout, re.M), status.stdout

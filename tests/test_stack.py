@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import http.client
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -21,9 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import BLOCKS, STACKS, Stack, local_settings, running_stack, tool, wait_until
+from support import BLOCKS, STACKS, Stack, local_settings, run, running_stack, tool, wait_until
 from support.probes import ATTACKER, exec_packet, http_get
 from support.probes import attempt as probe
+from support.wrkload import under_load, wrk_argv
 
 BLOCK = BLOCKS["stack"]
 
@@ -122,7 +125,7 @@ def hashed_css(stack: Stack) -> str:
 def app(stack: Stack, command: str) -> None:
     """Start or stop the app server as its process manager does it."""
     if stack.answers["process_manager"] == "supervisor":
-        conf = stack.sandbox / "etc/supervisor/supervisord.conf"
+        conf = stack.project / "etc/supervisor/supervisord.conf"
         stack.as_user("supervisorctl", "-c", conf, command, stack.env["SERVICE"])
     else:
         stack.as_user(stack.project / "bin/appctl.sh", command)
@@ -227,7 +230,7 @@ def test_supervisord_restarts_a_crash_but_not_a_stop(stack: Stack) -> None:
     if stack.answers["process_manager"] != "supervisor":
         assert not (stack.sandbox / "etc/supervisor").exists()
         return
-    supervisorctl = ["supervisorctl", "-c", stack.sandbox / "etc/supervisor/supervisord.conf"]
+    supervisorctl = ["supervisorctl", "-c", stack.project / "etc/supervisor/supervisord.conf"]
     pid = app_pid(stack)
     os.kill(pid, 9)
     wait_until(
@@ -245,8 +248,12 @@ def test_supervisord_restarts_a_crash_but_not_a_stop(stack: Stack) -> None:
     assert stack.as_user(stack.project / "bin/appctl.sh", "status", check=False).returncode == 3
     state = stack.as_user(*supervisorctl, "status", check=False).stdout
     assert re.search(r"\b(STOPPED|EXITED)\b", state), state
-    stack.as_user(*supervisorctl, "start", stack.env["SERVICE"])
-    wait_until(lambda: stack.https_get("/")[0] == 200, "the site answering after supervisorctl start")
+    # A start by hand puts it back under the install's own supervisord (the user's socket).
+    started = stack.as_user(stack.project / "bin/appctl.sh", "start").stdout
+    assert "started under supervisor" in started, started
+    state = stack.as_user(*supervisorctl, "status", check=False).stdout
+    assert "RUNNING" in state and f"pid {app_pid(stack)}," in state, state
+    wait_until(lambda: stack.https_get("/")[0] == 200, "the site answering after a start by hand")
 
 
 def test_status_tells_what_runs(stack: Stack) -> None:
@@ -255,6 +262,178 @@ def test_status_tells_what_runs(stack: Stack) -> None:
     for service in ("postgresql", "redis", "memcached"):
         chosen = service in (stack.answers["database"], stack.answers["cache"])
         assert (re.search(rf"{service}\s+running", lines) is not None) == chosen
+
+
+# ---- backups ---------------------------------------------------------------------------------
+# What the visits table holds, read through Django as the site reads it.
+VISITS = (
+    "from {slug}.models import Visit; import json; "
+    "print(json.dumps([[v.id, v.at.isoformat()] for v in Visit.objects.order_by('id')]))"
+)
+
+
+def visits(stack: Stack) -> list[list[object]]:
+    code = VISITS.format(slug=stack.answers["project_slug"])
+    out = stack.as_user(
+        stack.project / stack.env["VENV"] / "bin/python", "manage.py", "shell", "--no-imports", "-c", code
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def media_hashes(stack: Stack) -> dict[str, str]:
+    media = stack.project / "media"
+    return {
+        str(f.relative_to(media)): hashlib.sha256(f.read_bytes()).hexdigest() for f in media.rglob("*") if f.is_file()
+    }
+
+
+def backup_name(output: str) -> str:
+    match = re.search(r"^backup: (\S+): [\d.]+ [KMG]?B in ", output, re.M)
+    assert match, output
+    return match.group(1)
+
+
+def destroy_data(stack: Stack) -> None:
+    """What a bad day does: the visits table dropped (PostgreSQL) or the SQLite file
+    truncated, and the uploads deleted."""
+    if stack.answers["database"] == "postgresql":
+        db = local_settings(stack.project)["DATABASES"]["default"]
+        psql = [tool("psql"), "-h", db["HOST"], "-p", str(db["PORT"]), "-U", db["USER"], "-d", db["NAME"]]
+        stack.as_user(
+            "env", f"PGPASSWORD={db['PASSWORD']}", *psql, "-qc", f"DROP TABLE {stack.answers['project_slug']}_visit"
+        )
+    else:
+        os.truncate(stack.project / "data/db.sqlite3", 0)
+    shutil.rmtree(stack.project / "media/uploads")
+    assert stack.https_get("/")[0] == 500  # the site is broken now
+
+
+def test_backup_under_load_and_restore_byte_identical(stack: Stack) -> None:
+    uploads = stack.project / "media/uploads"
+    stack.as_user("mkdir", "-p", uploads)
+    for name, size in (("photo.jpg", 300_000), ("notes.txt", 1200)):
+        stack.as_user("dd", "if=/dev/urandom", f"of={uploads / name}", f"bs={size}", "count=1", "status=none")
+    host = f"{stack.site}:{stack.https}"
+    argv = wrk_argv(tool("wrk"), f"https://127.0.0.1:{stack.https}/", host, stack.project.parent / "count.lua", 60)
+    with under_load(argv) as seen:  # GET / writes a row each: the site writes during the backup
+        during = stack.deploytool("backup").stdout
+    seen.assert_nothing_failed(least=50)
+    assert "dumped the" in during and "next: to restore it" in during, during
+    busy = backup_name(during)
+    # The moment to compare with: no writer now, then a backup of exactly this.
+    rows, files = visits(stack), media_hashes(stack)
+    assert len(rows) >= seen.ok and files
+    quiet = backup_name(stack.deploytool("backup", "--label", "quiet").stdout)
+    listed = stack.deploytool("backups").stdout
+    assert re.search(rf"^{quiet} .* verifies$", listed, re.M) and re.search(rf"^{busy} .* verifies$", listed, re.M), (
+        listed
+    )
+    # Unchanged uploads cost nothing the second time: the same inode, linked.
+    backups = stack.project / "backups"  # the link to the install's backup folder
+    photo = [(backups / name / "media/uploads/photo.jpg").stat() for name in (busy, quiet)]
+    assert photo[0].st_ino == photo[1].st_ino and photo[0].st_nlink >= 2
+    assert stat.S_IMODE((backups / quiet).stat().st_mode) == 0o700
+
+    destroy_data(stack)
+    out = stack.deploytool("restore", quiet).stdout
+    assert "/health/ answers 200" in out and "next:" in out, out
+    assert visits(stack) == rows and media_hashes(stack) == files  # every row, every byte
+    assert stack.https_get("/")[0] == 200
+    # The busy backup restores too: the rows committed by some moment, nothing else.
+    stack.deploytool("restore", busy)
+    restored = visits(stack)
+    assert 0 < len(restored) <= len(rows) and {tuple(r) for r in restored} <= {tuple(r) for r in rows}
+    stack.deploytool("restore", quiet)  # the later state again, for the tests that follow
+
+    # A corrupted copy is refused by --verify and by restore, and nothing changes.
+    before = visits(stack)
+    dump = "database.dump" if stack.answers["database"] == "postgresql" else "database.sqlite3"
+    damages = {
+        "one byte flipped": lambda folder: flip_byte(folder / dump),
+        "a truncated dump": lambda folder: os.truncate(folder / dump, (folder / dump).stat().st_size // 2),
+        "a missing media file": lambda folder: (folder / "media/uploads/notes.txt").unlink(),
+    }
+    for number, (what, damage) in enumerate(damages.items()):
+        copy = backups / quiet.replace("-quiet", f"-broken{number}")
+        stack.as_user("cp", "-a", backups / quiet, copy)  # real copies: the original stays whole
+        damage(copy)
+        verified = stack.deploytool("backup", "--verify", copy.name, check=False)
+        assert verified.returncode == 2 and "does not verify" in verified.stderr, (what, verified)
+        count = len(list(backups.iterdir()))
+        refused = stack.deploytool("restore", copy.name, check=False)
+        assert refused.returncode == 2 and "nothing was changed" in refused.stderr, (what, refused)
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert len(list(backups.iterdir())) == count and visits(stack) == before, what
+        shutil.rmtree(copy)
+
+
+# A writer that inserts 10 rows per transaction, one transaction after another, until stopped.
+WRITER = """
+import sys, time
+from django.db import transaction
+from {slug}.models import Visit
+print("writing", flush=True)
+while True:
+    with transaction.atomic():
+        for _ in range(10):
+            Visit.objects.create()
+    time.sleep(0.005)
+"""
+
+
+def test_backup_holds_whole_transactions(stack: Stack) -> None:
+    before = len(visits(stack))
+    python = stack.project / stack.env["VENV"] / "bin/python"
+    code = WRITER.format(slug=stack.answers["project_slug"])
+    writer = subprocess.Popen(
+        ["runuser", "-u", stack.user, "--", str(python), "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=stack.project,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and "writing" in writer.stdout.readline()
+        time.sleep(1)
+        name = backup_name(stack.deploytool("backup", "--label", "writer").stdout)
+    finally:
+        writer.terminate()
+        writer.wait(10)
+    after = visits(stack)
+    stack.deploytool("restore", name)
+    restored = visits(stack)
+    written = len(restored) - before
+    assert written > 0 and written % 10 == 0, f"{written} rows of the writer: half a transaction"
+    assert restored == after[: len(restored)]  # one writer: the rows committed up to a moment
+    stack.deploytool(
+        "restore", [b for b in sorted(os.listdir(stack.project / "backups")) if b.endswith("-pre-restore")][-1]
+    )
+    assert visits(stack) == after
+
+
+def test_a_backup_that_fills_the_disk_removes_nothing(stack: Stack) -> None:
+    folder = (stack.project / "backups").resolve()
+    user = pwd.getpwnam(stack.user)
+    # A small disk of its own over the backup folder, for this test only.
+    run(["mount", "-t", "tmpfs", "-o", f"size=4m,uid={user.pw_uid},gid={user.pw_gid},mode=750", "tmpfs", folder])
+    big = stack.project / "media/uploads/big.bin"
+    try:
+        first = backup_name(stack.deploytool("backup").stdout)
+        stack.as_user("mkdir", "-p", big.parent)
+        stack.as_user("dd", "if=/dev/zero", f"of={big}", "bs=1M", "count=6", "status=none")
+        full = stack.deploytool("backup", check=False)
+        assert full.returncode == 2 and len(full.stderr.strip().splitlines()) == 1, full
+        assert "backup failed, nothing was kept and nothing removed" in full.stderr, full.stderr
+        assert sorted(os.listdir(folder)) == sorted([".lock", first])  # no partial left
+        assert "verifies" in stack.deploytool("backup", "--verify", first).stdout
+    finally:
+        big.unlink(missing_ok=True)
+        run(["umount", folder])
+
+
+def flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 # ---- logs ------------------------------------------------------------------------------------

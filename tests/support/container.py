@@ -40,6 +40,7 @@ PACKAGES = [
     "python3-dev",  # uWSGI links libpython3.11
     "gcc",
     "git",
+    "rsync",  # deploytool backup: media by hard-linked increments
     "openssl",
     "logrotate",
     "pebble",

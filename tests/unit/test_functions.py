@@ -257,3 +257,37 @@ def test_a_unix_socket_listens_only_while_it_listens(tmp_path: Path) -> None:
         assert sockets.unix_listening(path)
         assert not sockets.unix_listening(tmp_path / "other.sock")
     assert not sockets.unix_listening(path)
+
+
+# ---- backups ----------------------------------------------------------------------------------
+def test_retention_over_two_months_of_daily_backups() -> None:
+    """A backup at 03:00 every day from 1 October to 30 November 2026 (a Monday): kept are
+    the newest 7 days, the newest of each of 4 ISO weeks and of each of 6 months."""
+    from datetime import UTC, datetime, timedelta
+
+    from deploytool import backups
+
+    first = datetime(2026, 10, 1, 3, tzinfo=UTC)
+    days = [first + timedelta(days=n) for n in range(61)]
+    made = [backups.Backup(Path(backups.folder_name(day, "0123456789abcdef", None))) for day in days]
+    kept = {backup.taken.date().isoformat() for backup in made if backup.name in backups.to_keep(made)}
+    week = {"2026-11-30", "2026-11-29", "2026-11-22", "2026-11-15"}  # Mon 30; Sundays before it
+    month = {"2026-11-30", "2026-10-31"}
+    assert kept == {f"2026-11-{d}" for d in range(24, 31)} | week | month
+    # with no backup from 17 to 23 November, week 47's newest is the 16th: a week further back
+    sparse = [backup for backup in made if not "2026-11-17" <= backup.taken.date().isoformat() <= "2026-11-23"]
+    kept = {backup.taken.date().isoformat() for backup in sparse if backup.name in backups.to_keep(sparse)}
+    assert {"2026-11-16", "2026-11-15"} <= kept and not {"2026-11-14", "2026-11-08"} & kept
+    assert backups.to_keep(made[:1]) == {made[0].name}  # the only one: always kept
+
+
+def test_backup_names_and_labels() -> None:
+    from datetime import UTC, datetime
+
+    from deploytool import backups
+
+    when = datetime(2026, 12, 2, 18, 5, 9, tzinfo=UTC)
+    assert backups.folder_name(when, "a" * 40, "pre-deploy") == "20261202T180509Z-aaaaaaaaaaaa-pre-deploy"
+    assert backups.folder_name(when, None, None) == "20261202T180509Z-norev"
+    with pytest.raises(DeployError, match=r"label 'a b': letters, digits"):
+        backups.valid_label("a b")

@@ -17,11 +17,14 @@
 #   exitcodes=0): a manual stop stays stopped. A crash (non-zero status, kill -9) is
 #   restarted. The systemd unit also uses `stop` as ExecStop, so `systemctl stop` is the
 #   same graceful stop.
-# - `start` by hand runs the same `run` detached from the terminal and waits until it
-#   serves. That process lives outside the manager (it does not restart it after a crash)
-#   until the manager's next start (boot, `systemctl restart`, `supervisorctl start`):
-#   `run` under a manager stops a hand-started instance gracefully and takes over, so
-#   there is never a second instance.
+# - `start` by hand hands over to the manager when there is one: on a server under systemd
+#   it starts the unit (`systemctl start`, which the system part's polkit rule allows the
+#   project user for this one unit); under supervisor it asks the install's own supervisord
+#   (etc/supervisor/supervisord.conf, the project user's, run by the system's supervisord
+#   or by `up`). Without one it runs the same `run` detached from the terminal and waits
+#   until it serves; that process lives outside any manager until the manager's next
+#   start: `run` under a manager stops a hand-started instance gracefully and takes over,
+#   so there is never a second instance.
 # - `reload` is graceful and keeps the master's pid, so the manager never notices it:
 #   use it for new code and config. `restart` is `stop` then `start`, so by hand it leaves
 #   a hand-started server; under a manager restart through it (systemctl/supervisorctl).
@@ -111,6 +114,8 @@ load_env() {
     PYTHON="$PROJECT_ROOT/$VENV/bin/python"
     # Marks when the running master last read its config: reload compares it with APP_CONFIG.
     CONFIG_STAMP="$RUN_DIR/$APP_SERVER.config-loaded"
+    # supervisor installs: the install's own supervisord, which runs the app server
+    SUPERVISOR_CONF="$ROOT/etc/supervisor/supervisord.conf"
 }
 
 # The pid of the running app server master, if the pid file names a live process of this
@@ -229,6 +234,10 @@ serving() {
     pid=$(running_pid) && [[ $pid == "$1" ]] && listening && apps_loaded "$pid"
 }
 serving_or_gone() { serving "$1" || gone "$1"; }
+serving_any() {
+    local pid
+    pid=$(running_pid) && serving "$pid"
+}
 # After a reload: new workers run, no old one (of the list $2) is left, the app is loaded.
 reloaded() {
     local now
@@ -288,11 +297,33 @@ through_systemd() {
     return 1
 }
 
+# Under supervisor the install's own supervisord runs the app: it is the project user's (its
+# socket opens to no other account), so a start by hand asks it. Not when supervisord itself
+# runs this script (it sets SUPERVISOR_ENABLED), nor when it does not run (status 4).
+under_supervisor() {
+    [[ ${PROCESS_MANAGER:-} == supervisor && -z ${SUPERVISOR_ENABLED:-} && -f $SUPERVISOR_CONF ]] || return 1
+    command -v supervisorctl >/dev/null || return 1
+    local status=0
+    supervisorctl -c "$SUPERVISOR_CONF" status "$SERVICE" >/dev/null 2>&1 || status=$?
+    ((status == 0 || status == 3)) # running or not: it answers and has the program
+}
+
 cmd_start() {
     check_dirs
     local pid
     if pid=$(running_pid); then
         say "$SERVICE: $APP_SERVER is already running (pid $pid)"
+        return 0
+    fi
+    if under_supervisor; then
+        local out
+        # waits startsecs (5 s), until supervisord counts the program as started
+        out=$(supervisorctl -c "$SUPERVISOR_CONF" start "$SERVICE" 2>&1) ||
+            die 1 "supervisorctl start $SERVICE failed ($out); see $LOG_DIR/supervisor-$APP_SERVER.log"
+        wait_until "$START_TIMEOUT" serving_any ||
+            die 1 "$SERVICE started under supervisor, but $APP_SERVER does not serve; see $APP_LOG"
+        pid=$(running_pid)
+        say "$SERVICE: $APP_SERVER started under supervisor (pid $pid, ${APP_SOCKET:-port $PORT_APP})"
         return 0
     fi
     if under_systemd; then
@@ -416,9 +447,15 @@ cmd_run() {
 
 # After logrotate renamed the logs: the running server opens new files. uWSGI: FIFO `l`
 # (not only touch-logreopen: it compares whole seconds and misses a touch in the second
-# the server started; HUP would reload the app). gunicorn: USR1.
+# the server started; HUP would reload the app). gunicorn: USR1. The install's own
+# supervisord (supervisor installs) reopens its log and the app's output file on USR2.
 cmd_reopen_logs() {
     local pid
+    if [[ ${PROCESS_MANAGER:-} == supervisor ]] && read -r pid <"$RUN_DIR/supervisord.pid" 2>/dev/null &&
+        [[ $pid =~ ^[1-9][0-9]*$ && $(cat "/proc/$pid/comm" 2>/dev/null) == supervisord ]]; then
+        kill -USR2 "$pid"
+        say "$SERVICE: the install's supervisord reopens its logs (pid $pid)"
+    fi
     if ! pid=$(running_pid); then
         say "$SERVICE: $APP_SERVER is not running: nothing to reopen"
         return 0

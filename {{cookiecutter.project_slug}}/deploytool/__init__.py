@@ -12,10 +12,11 @@ above everything it uses. A test of the template parses the imports and keeps th
     project, localsettings                 the answers (etc/project.json); settings_local.py, parsed
     layout                                 every name, path and port of an install
     certificates, dedicated, history       the site's certificate; PostgreSQL/Redis/memcached; data/deploy.json
+    backups, migrations                    backups/: manifests, checks, retention; manage.py, migration state
     nginx, probe                           nginx: its sites, test, reload; asking the site and the app server
     render                                 etc/templates/ -> etc/ (`render`)
-    configcheck, init, portmap, fleet      `check`; `init`; `ports`; the hosts of a rolling deploy
+    configcheck, init, portmap, fleet, backup  `check`; `init`; `ports`; a rolling deploy's hosts; `backup`
     install                                the system and user parts (`install`)
-    acme, deploy, sandbox                  `cert`; `deploy`; `up`, `down`, `status`
+    acme, deploy, restore, sandbox         `cert`; `deploy`; `restore`; `up`, `down`, `status`
     __main__                               the command table
 """

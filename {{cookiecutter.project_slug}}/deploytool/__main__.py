@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from . import acme, configcheck, deploy, init, install, portmap, render, sandbox
+from . import acme, backup, configcheck, deploy, init, install, portmap, render, restore, sandbox
 from .errors import DeployError
 from .layout import CODE_ROOT
 
@@ -31,6 +31,9 @@ COMMANDS: dict[str, Command] = {
     "install": Command(install.HELP, install.run, install.arguments),
     "cert": Command(acme.HELP, acme.run, acme.arguments),
     "deploy": Command(deploy.HELP, deploy.run, deploy.arguments),
+    "backup": Command(backup.HELP, backup.run, backup.arguments),
+    "backups": Command(backup.LIST_HELP, backup.run_list),
+    "restore": Command(restore.HELP, restore.run, restore.arguments),
     "up": Command(sandbox.UP, sandbox.run_up),
     "down": Command(sandbox.DOWN, sandbox.run_down),
     "status": Command(sandbox.STATUS, sandbox.run_status),

@@ -36,6 +36,9 @@ def validate(name: str, argv: list[str], stderr_fails: bool = False, cwd: Path |
     return Result(name, ok, (done.stdout + done.stderr).strip())
 
 
+NGINX_TEMPS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
 def check_nginx(install: Install, tmp: Path) -> Iterator[Result]:
     """nginx -t on each site, with a throwaway certificate and log folder (the real ones
     exist only after `install` and `cert`), and this install's own acme snippet."""
@@ -73,9 +76,11 @@ def check_nginx(install: Install, tmp: Path) -> Iterator[Result]:
         site = tmp / path.name
         site.write_text(render_text(install, template, **overrides))
         conf = tmp / f"{path.name}.main.conf"
+        # nginx -t makes its temp folders: in tmp, not /var/lib/nginx (root's until nginx ran)
+        temps = "".join(f"    {kind}_temp_path {tmp}/{kind};\n" for kind in NGINX_TEMPS)
         conf.write_text(
             f"error_log {tmp}/error.log;\npid {tmp}/nginx.pid;\nevents {{}}\n"
-            f"http {{\n    include /etc/nginx/mime.types;\n    include {site};\n}}\n"
+            f"http {{\n    include /etc/nginx/mime.types;\n{temps}    include {site};\n}}\n"
         )
         yield validate(f"nginx -t {path.name}", ["nginx", "-t", "-q", "-e", f"{tmp}/error.log", "-c", str(conf)])
 
@@ -90,12 +95,16 @@ def nginx_valid(install: Install) -> None:
 
 
 # supervisor files -> how many [program:] sections each must have (None: any number).
-SUPERVISOR_PROGRAMS: dict[str, int | None] = {"supervisor/app.conf.j2": 1, "supervisor/services.conf.j2": None}
+SUPERVISOR_PROGRAMS: dict[str, int | None] = {
+    "supervisor/app.conf.j2": 1,
+    "supervisor/install.conf.j2": 1,
+    "supervisor/services.conf.j2": None,
+}
 
 
 def check_units(install: Install, tmp: Path) -> Iterator[Result]:
     for template, path in outputs(install).items():
-        if template.startswith("systemd/") and path.suffix == ".service":
+        if template.startswith("systemd/") and path.suffix in (".service", ".timer"):
             # verify exits 0 on most warnings and prints them: any stderr counts as a failure.
             yield validate(f"systemd-analyze verify {path.name}", ["systemd-analyze", "verify", str(path)], True)
         elif template in SUPERVISOR_PROGRAMS:

@@ -45,12 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from . import fleet, proc
+from .backup import take
 from .errors import DeployError
 from .history import add_attempt, read_record
 from .history import head as _head
 from .history import short as _short
 from .install import root_command, system_files
 from .layout import Install
+from .migrations import applied_migrations, manage, planned
 from .probe import app_get, site_get
 from .render import render
 
@@ -85,6 +87,7 @@ class Deploy:
     done: list[str] = field(default_factory=list)
     requirements_installed: bool = False
     migrations_applied: list[str] = field(default_factory=list)
+    backup: str | None = None  # the backup taken before migrating, if there was anything to apply
     notes: list[str] = field(default_factory=list)
 
     # ---- the steps -----------------------------------------------------------------------
@@ -149,6 +152,10 @@ class Deploy:
 
     def migrate(self) -> str:
         before = applied_migrations(self.install)
+        if planned(self.install):  # the way back from a migration that drops data
+            started = time.monotonic()
+            self.backup = take(self.install, label="pre-migrate").name
+            print(f"deploy: {'backup':<13} {self.backup} before migrating ({time.monotonic() - started:.1f} s)")
         try:
             manage(self.install, "migrate", "--noinput")
         finally:
@@ -271,6 +278,8 @@ def _failed(run: Deploy, failure: StepFailed, seconds: float) -> int:
             f"ran next to them during the deploy); to undo them, check out {_short(run.target)} and run "
             f"`manage.py migrate <app> <previous migration>` before deploying {_short(run.previous)} again."
         )
+        if run.backup:
+            migrations += f" The data as it was before them: {install.deploytool} restore {run.backup}"
     if problems:
         _record(install, run, "rollback failed", seconds, failure, problems)
         print(
@@ -312,7 +321,7 @@ def preflight(install: Install) -> str:
         )
     status = proc.attempt([install.ctl, "status"])
     if status.returncode != 0:
-        start = f"{install.deploytool} up" if install.sandbox else f"as root: {install.manager('start')}"
+        start = f"{install.deploytool} up" if install.sandbox else install.by_hand("start")
         raise DeployError(
             f"the app server is not running ({(status.stdout + status.stderr).strip()}): start it first "
             f"({start}); a deploy reloads a running app server. Nothing was changed"
@@ -356,25 +365,6 @@ def _upstream(install: Install, has_remote: bool) -> str:
 def _subject(install: Install, revision: str) -> str:
     found = proc.attempt(["git", "-C", install.root, "log", "-1", "--format=%s", revision])
     return f"({found.stdout.strip()})" if found.returncode == 0 else ""
-
-
-def manage(install: Install, *args: str, timeout: float = 900) -> str:
-    """Run manage.py with the venv's Python in the install root; DeployError with its output."""
-    if not install.python.exists():
-        raise DeployError(f"{install.python} is missing: {install.deploytool} install --part user")
-    argv = [install.python, install.root / "manage.py", *args]
-    return proc.run(argv, f"manage.py {' '.join(args)}", cwd=install.root, timeout=timeout)
-
-
-def applied_migrations(install: Install, missing_ok: bool = False) -> list[str]:
-    """Applied migrations, in plan order (manage.py showmigrations --plan: "[X]  app.0001_name")."""
-    try:
-        out = manage(install, "showmigrations", "--plan")
-    except DeployError:
-        if missing_ok:
-            return []
-        raise
-    return [line.split()[1] for line in out.splitlines() if line.startswith("[X]")]
 
 
 def requirements_hash(path: Path) -> str:
@@ -475,6 +465,8 @@ def _record(
         attempt["migrations_left_applied"] = run.migrations_applied
     if problems:
         attempt["rollback_problems"] = problems
+    if run.backup:
+        attempt["backup"] = run.backup
     live = None
     if result == "live":
         live = {

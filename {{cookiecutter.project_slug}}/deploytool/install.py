@@ -31,7 +31,14 @@ from .layout import CODE_ROOT, NGINX_GROUP, NGINX_USER, Install, ensure_private_
 from .render import outputs, render, render_all
 
 # Rendered files that stay in the install's etc/ (the app server reads them from there).
-STAY_LOCAL = {"env.conf.j2", "uwsgi.yaml.j2", "gunicorn.conf.py.j2"}
+# What the project user's own processes read: rendered in the checkout, never installed.
+STAY_LOCAL = {
+    "env.conf.j2",
+    "uwsgi.yaml.j2",
+    "gunicorn.conf.py.j2",
+    "supervisor/supervisord.conf.j2",  # the install's own supervisord, not the system's
+    "supervisor/app.conf.j2",  # its program: in conf.d root's supervisord would run it too
+}
 INSTALLED = "installed.list"  # root's record of what the system part put in place
 HTPASSWD_LINE = re.compile(rb"^[A-Za-z0-9_.@-]{1,64}:\$(6|5|2[aby]|apr1)\$[./0-9A-Za-z$]{8,200}$")
 
@@ -336,7 +343,7 @@ def next_step(install: Install, part: str) -> str:
             "(venv, requirements, migrate, collectstatic)"
         )
     if install.project.process_manager == "systemd":
-        start = f"systemctl daemon-reload && systemctl enable --now {install.service}"
+        start = f"systemctl daemon-reload && systemctl enable --now {install.service} {install.backup_unit}.timer"
     else:
         start = f"systemctl daemon-reload && supervisorctl reread && supervisorctl update {install.service}"
     return f"as root: {start}; then, as root, `deploytool cert` for the site's certificate"

@@ -226,10 +226,31 @@ class Install:
         """Where Django imports settings_local from: a link to etc/settings_local.py."""
         return self.root / self.project.project_slug / "settings_local.py"
 
-    def manager(self, verb: str) -> str:
-        """How root has the process manager start, stop or restart the app server (a server install)."""
-        tool = "systemctl" if self.project.process_manager == "systemd" else "supervisorctl"
-        return f"{tool} {verb} {self.service}"
+    @property
+    def backup_unit(self) -> str:
+        """systemd service and timer of the daily backup."""
+        return f"{self.site}_backup"
+
+    @property
+    def backup_cron(self) -> str:
+        """/etc/cron.d/ file of the daily backup (supervisor installs): cron skips names with a dot."""
+        return self.backup_unit.replace(".", "_")
+
+    @property
+    def supervisord_conf(self) -> Path:
+        """supervisor installs: the install's own supervisord, run as the project user (by the
+        system's supervisord on a server, by `up` in a sandbox); it runs the app server."""
+        return self.etc_dir / "supervisor" / "supervisord.conf"
+
+    @property
+    def supervisord_program(self) -> str:
+        """The system supervisord's program that runs the install's own supervisord."""
+        return f"{self.site}_supervisord"
+
+    def by_hand(self, verb: str) -> str:
+        """How the project user starts or stops the app server: bin/appctl.sh, which goes
+        through its manager (the systemd unit, the install's supervisord) where one runs."""
+        return f"{self.ctl} {verb}"
 
     @property
     def deploytool(self) -> Path:

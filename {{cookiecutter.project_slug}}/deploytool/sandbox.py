@@ -43,7 +43,7 @@ class AppServer:
     def __init__(self, install: Install) -> None:
         self.install = install
         self.supervised = install.project.process_manager == "supervisor"
-        self.supervisor_conf = install.nginx_dir.parent / "supervisor" / "supervisord.conf"
+        self.supervisor_conf = install.supervisord_conf
         self.supervisor_pid = install.run_dir / "supervisord.pid"
 
     def ctl(self, command: str) -> subprocess.CompletedProcess[str]:
@@ -186,10 +186,9 @@ def down(install: Install) -> list[str]:
             f"runuser -u {install.project.user} -- {install.deploytool} down"
         )
     if not install.own_sandbox:
-        manager = install.manager("stop")
         raise DeployError(
             f"this is a server install (SYSTEM_ROOT={install.system_root_setting}), not a sandbox: `down` "
-            f"stops only what `up` started; stop the app server as root with `{manager}` (nginx serves "
+            f"stops only what `up` started; stop the app server with `{install.by_hand('stop')}` (nginx serves "
             "other sites too and stays); nothing was stopped"
         )
     stopped = []

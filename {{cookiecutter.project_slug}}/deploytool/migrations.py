@@ -1,0 +1,45 @@
+"""manage.py, run for the install, and the migration state it reports."""
+
+from __future__ import annotations
+
+from . import proc
+from .errors import DeployError
+from .layout import Install
+
+
+def manage(install: Install, *args: str, timeout: float = 900) -> str:
+    """Run manage.py with the venv's Python in the install root; DeployError with its output."""
+    if not install.python.exists():
+        raise DeployError(f"{install.python} is missing: {install.deploytool} install --part user")
+    argv = [install.python, install.root / "manage.py", *args]
+    return proc.run(argv, f"manage.py {' '.join(args)}", cwd=install.root, timeout=timeout)
+
+
+def applied_migrations(install: Install, missing_ok: bool = False) -> list[str]:
+    """Applied migrations, in plan order (manage.py showmigrations --plan: "[X]  app.0001_name")."""
+    try:
+        out = manage(install, "showmigrations", "--plan")
+    except DeployError:
+        if missing_ok:
+            return []
+        raise
+    return [line.split()[1] for line in out.splitlines() if line.startswith("[X]")]
+
+
+def by_app(install: Install, applied_only: bool = True) -> dict[str, list[str]]:
+    """app -> its migrations: the applied ones, or every one the code has (showmigrations --list)."""
+    found: dict[str, list[str]] = {}
+    app = ""
+    for line in manage(install, "showmigrations", "--list").splitlines():
+        entry = line.strip()
+        if line and not line.startswith(" "):
+            app = entry
+            found[app] = []
+        elif entry.startswith("[") and (not applied_only or entry.startswith("[X]")):
+            found[app].append(entry[3:].strip().split(" ")[0])
+    return found
+
+
+def planned(install: Install) -> bool:
+    """Whether migrate would apply anything (the code has migrations the database lacks)."""
+    return "No planned migration operations." not in manage(install, "migrate", "--plan")
