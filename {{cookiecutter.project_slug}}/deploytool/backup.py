@@ -16,6 +16,7 @@ import fcntl
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,12 @@ def take(
         previous = found[0] if found else None
         revision = head(install)
         name = backups.folder_name(now or datetime.datetime.now(datetime.UTC), revision, label)
+        if now is None and (install.backup_dir / name).exists():  # one of this second: the next one
+            time.sleep(1.05 - datetime.datetime.now(datetime.UTC).microsecond / 1e6)
+            name = backups.folder_name(datetime.datetime.now(datetime.UTC), revision, label)
         final = install.backup_dir / name
         if final.exists():
-            raise DeployError(f"backup {name} exists already: give another --label or wait a second")
+            raise DeployError(f"backup {name} exists already: give another --label")
         partial = install.backup_dir / (backups.PARTIAL + name)
         backups.private_dir(partial)
         try:
