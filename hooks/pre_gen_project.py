@@ -67,6 +67,16 @@ def as_int(value: object) -> int | None:
     return int(value) if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]*", value) else None
 
 
+def counts(low: int, high: int) -> Check:
+    """A count of backups to keep: a whole number (or its digits, as typed) in low..high."""
+
+    def check(value: object) -> bool:
+        number = 0 if value in (0, "0") else as_int(value)
+        return number is not None and low <= number <= high
+
+    return check
+
+
 def is_hostname(value: str, min_labels: int = 1) -> bool:
     labels = value.split(".")
     return (
@@ -187,6 +197,9 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     ("app_upstreams", few_upstreams,
      f"names more than {MAX_UPSTREAMS} app servers, which nginx's shared upstream zone is sized for"),
     choice("balancing", "round_robin", "least_conn", "ip_hash"),
+    ("backup_keep_daily", counts(1, 3660), "must be a whole number of days from 1 to 3660"),
+    ("backup_keep_weekly", counts(0, 520), "must be a whole number of weeks from 0 to 520"),
+    ("backup_keep_monthly", counts(0, 120), "must be a whole number of months from 0 to 120"),
 )
 # fmt: on
 

@@ -112,6 +112,10 @@ def test_every_answer_has_a_rule_and_every_choice_passes() -> None:
         ("app_upstreams", "app1:60001 weight=3, app2:60001"),
         ("app_upstreams", "10.0.0.11:60001, 192.168.1.5:60011 weight=2"),
         ("app_upstreams", ",".join(f"10.0.0.{n}" for n in range(1, 33))),  # 32: what the zone holds
+        ("backup_keep_daily", 1),
+        ("backup_keep_daily", "30"),
+        ("backup_keep_weekly", 0),
+        ("backup_keep_monthly", "0"),
     ],
 )
 def test_good_answer_passes(key: str, value: object) -> None:
@@ -189,6 +193,9 @@ BAD = [
     ({"project_slug": "paramiko"}, "project_slug=paramiko: would shadow a module"),
     ({"project_slug": "markupsafe"}, "project_slug=markupsafe: would shadow a module"),
     ({"project_slug": "pytest"}, "project_slug=pytest: would shadow a module"),
+    ({"backup_keep_daily": 0}, "backup_keep_daily=0: must be a whole number of days from 1 to 3660"),
+    ({"backup_keep_weekly": "four"}, "backup_keep_weekly=four: must be a whole number of weeks from 0 to 520"),
+    ({"backup_keep_monthly": -1}, "backup_keep_monthly=-1: must be a whole number of months from 0 to 120"),
 ]
 
 

@@ -421,6 +421,57 @@ def test_an_unknown_or_changed_host_key_stops_everything_before_any_deploy(fleet
     assert {host: len(fleet.history(host)) for host in HOSTS} == attempts  # no deploy ran anywhere
 
 
+def test_a_backup_copied_to_another_server_restores_there(fleet: Fleet) -> None:
+    """`backup --copy-to` from web1 to web2 over SSH (the operator's key, web2's known host
+    key), then web2's install restores it, as on a new server after web1's disk died. A host
+    key it does not hold stops the copy, and the backup stays where it was made."""
+    web1, web2 = fleet.web["web1"], fleet.web["web2"]
+    offsite = fleet.base / "web2" / "offsite"
+    web2.run("mkdir", "-p", offsite)
+    for _ in range(3):  # rows of web1's own: web2's database has none of them
+        web1.run(
+            "python3", "-c", f"import urllib.request; urllib.request.urlopen('http://{HOSTS['web1']}:1')", check=False
+        )
+    manage = [web1.root / "env3.11/bin/python", "manage.py", "shell", "--no-imports", "-c"]
+    count = (
+        f"from {fleet.slug}.models import Visit; Visit.objects.bulk_create([Visit()] * 7); print(Visit.objects.count())"
+    )
+    rows = web1.run(*manage, count).stdout.strip().splitlines()[-1]
+    web1.run("mkdir", "-p", web1.root / "media/uploads")
+    web1.run("dd", "if=/dev/urandom", f"of={web1.root / 'media/uploads/a.bin'}", "bs=64k", "count=1", "status=none")
+
+    target = f"{fleet.lb.user}@{HOSTS['web2']}:{offsite}"
+    out = web1.deploytool("backup", "--copy-to", target, "--ssh-config", str(fleet.ssh / "config")).stdout
+    name = re.search(r"^backup: (\S+): ", out, re.M).group(1)  # type: ignore[union-attr]
+    assert f"copied to {target}/{name}/" in out, out
+    copy = offsite / name
+    assert (copy / "manifest.json").is_file() and (copy / "media/uploads/a.bin").read_bytes() == (
+        web1.root / "media/uploads/a.bin"
+    ).read_bytes()
+
+    restored = web2.deploytool("restore", str(copy)).stdout
+    assert "/health/ answers 200" in restored, restored
+    count_only = f"from {fleet.slug}.models import Visit; print(Visit.objects.count())"
+    web2_manage = [web2.root / "env3.11/bin/python", "manage.py", "shell", "--no-imports", "-c", count_only]
+    assert web2.run(*web2_manage).stdout.strip().splitlines()[-1] == rows
+    assert (web2.root / "media/uploads/a.bin").read_bytes() == (web1.root / "media/uploads/a.bin").read_bytes()
+
+    # web2's host key unknown: no copy, one line, the backup kept on web1.
+    ssh = fleet.ssh
+    (ssh / "known_hosts.web1-only").write_text((ssh / "known_hosts").read_text().splitlines()[0] + "\n")
+    config = ssh / "config.web1-only"
+    config.write_text(
+        (ssh / "config").read_text().replace(str(ssh / "known_hosts"), str(ssh / "known_hosts.web1-only"))
+    )
+    for path in (config, ssh / "known_hosts.web1-only"):
+        shutil.chown(path, fleet.lb.user, fleet.lb.user)
+    refused = web1.deploytool("backup", "--copy-to", target, "--ssh-config", str(config), check=False)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused
+    assert "is kept here, but the copy failed" in refused.stderr and "Host key verification failed" in refused.stderr
+    kept = re.search(r"^deploytool backup: backup (\S+) is kept here", refused.stderr).group(1)  # type: ignore[union-attr]
+    assert (web1.root / "backups" / kept / "manifest.json").is_file() and not (offsite / kept).exists()
+
+
 def test_a_host_missing_from_the_inventory_is_refused(fleet: Fleet) -> None:
     proc, _ = fleet.deploy("HEAD", "--hosts", "web1,web3")
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -132,7 +132,7 @@ def test_down_on_a_server_install_is_refused_and_touches_nothing(baked: Stack) -
     as_user = baked.deploytool("down", check=False)
     assert as_user.returncode == 2, as_user
     assert len(as_user.stderr.splitlines()) == 1 and "this is a server install" in as_user.stderr, as_user.stderr
-    assert "systemctl stop" in as_user.stderr and "nothing was stopped" in as_user.stderr
+    assert "bin/appctl.sh stop" in as_user.stderr and "nothing was stopped" in as_user.stderr
     as_root = baked.deploytool_as_root("down", check=False)
     assert as_root.returncode == 2, as_root
     assert len(as_root.stderr.splitlines()) == 1 and "never runs as root" in as_root.stderr, as_root.stderr

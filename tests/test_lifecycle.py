@@ -291,6 +291,12 @@ def test_a_migration_that_drops_data_is_undone_by_the_printed_restore(lifecycle:
     assert match, proc.stderr
     assert lifecycle.record()["history"][0]["backup"] == match.group(2)
     assert stack.https_get("/")[0] == 500  # the code has the note, the table lost its column
+    # A backup of this state holds a migration the rolled-back code does not know: refused.
+    ahead = re.search(r"^backup: (\S+): ", stack.deploytool("backup", "--label", "ahead").stdout, re.M)
+    assert ahead, "no backup name"
+    refused = stack.deploytool("restore", ahead.group(1), check=False)
+    assert refused.returncode == 2 and "migrations this code does not know" in refused.stderr, refused
+    assert f"{lifecycle.slug}.0003_drop_note" in refused.stderr and "nothing was changed" in refused.stderr
     restored = stack.as_user(match.group(1), "restore", match.group(2)).stdout
     assert "/health/ answers 200" in restored, restored
     assert stack.as_user(*shell, NOTES.replace("SLUG", lifecycle.slug)).stdout.strip().splitlines()[-1] == notes

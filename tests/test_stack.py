@@ -430,6 +430,36 @@ def test_a_backup_that_fills_the_disk_removes_nothing(stack: Stack) -> None:
         run(["umount", folder])
 
 
+def test_a_backup_of_another_install_restores_only_when_asked(stack: Stack) -> None:
+    """Real data into staging: a backup whose manifest names the pro install (the same data,
+    as a pro install's backup holds it) is refused without --from-other-install, then
+    restored with it."""
+    backups = stack.project / "backups"
+    name = backup_name(stack.deploytool("backup", "--label", "of-pro").stdout)
+    other = name.replace("-of-pro", "-from-pro")
+    stack.as_user("cp", "-a", backups / name, backups / other)
+    manifest = json.loads((backups / other / "manifest.json").read_text())
+    domain = stack.answers["domain"]
+    theirs = (domain, "pro") if stack.env["INSTALL_TYPE"] != "pro" else (f"stage.{domain}", "stage")
+    manifest.update(site=theirs[0], install_type=theirs[1])
+    (backups / other / "manifest.json").write_text(json.dumps(manifest))
+    before = visits(stack)
+    stack.as_user(
+        stack.project / stack.env["VENV"] / "bin/python",
+        "manage.py",
+        "shell",
+        "--no-imports",
+        "-c",
+        f"from {stack.answers['project_slug']}.models import Visit; Visit.objects.create()",
+    )
+    refused = stack.deploytool("restore", other, check=False)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused
+    assert f"is of {theirs[0]} ({theirs[1]} install)" in refused.stderr and "--from-other-install" in refused.stderr
+    assert len(visits(stack)) == len(before) + 1  # nothing changed
+    out = stack.deploytool("restore", other, "--from-other-install").stdout
+    assert "/health/ answers 200" in out and visits(stack) == before, out
+
+
 def flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -270,15 +270,15 @@ def test_retention_over_two_months_of_daily_backups() -> None:
     first = datetime(2026, 10, 1, 3, tzinfo=UTC)
     days = [first + timedelta(days=n) for n in range(61)]
     made = [backups.Backup(Path(backups.folder_name(day, "0123456789abcdef", None))) for day in days]
-    kept = {backup.taken.date().isoformat() for backup in made if backup.name in backups.to_keep(made)}
+    kept = {backup.taken.date().isoformat() for backup in made if backup.name in backups.to_keep(made, 7, 4, 6)}
     week = {"2026-11-30", "2026-11-29", "2026-11-22", "2026-11-15"}  # Mon 30; Sundays before it
     month = {"2026-11-30", "2026-10-31"}
     assert kept == {f"2026-11-{d}" for d in range(24, 31)} | week | month
     # with no backup from 17 to 23 November, week 47's newest is the 16th: a week further back
     sparse = [backup for backup in made if not "2026-11-17" <= backup.taken.date().isoformat() <= "2026-11-23"]
-    kept = {backup.taken.date().isoformat() for backup in sparse if backup.name in backups.to_keep(sparse)}
+    kept = {backup.taken.date().isoformat() for backup in sparse if backup.name in backups.to_keep(sparse, 7, 4, 6)}
     assert {"2026-11-16", "2026-11-15"} <= kept and not {"2026-11-14", "2026-11-08"} & kept
-    assert backups.to_keep(made[:1]) == {made[0].name}  # the only one: always kept
+    assert backups.to_keep(made[:1], 7, 4, 6) == {made[0].name}  # the only one: always kept
 
 
 def test_backup_names_and_labels() -> None:

