@@ -95,9 +95,11 @@ class Install:
         query = f"SELECT pg_database_size('{self.db['NAME']}')"
         return int(self.pg("psql", "-d", "postgres", "-tAc", query).strip())
 
-    def deploytool_backup(self) -> tuple[float, Path]:
+    def deploytool_backup(self, day: str) -> tuple[float, Path]:
+        """A labelled backup: retention keeps one unlabelled backup a day, and both days of
+        this run fall on one."""
         started = time.monotonic()
-        out = self.user(self.stack.project / "bin/deploytool", "backup")
+        out = self.user(self.stack.project / "bin/deploytool", "backup", "--label", day)
         seconds = time.monotonic() - started
         name = re.search(r"^backup: (\S+): ", out, re.M)
         assert name, out
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         database = install.database_bytes()
         media = du(stack.project / "media")
         print(f"database {mb(database)}, media {mb(media)}; day 1 ...", flush=True)
-        day1_ours, day1 = install.deploytool_backup()
+        day1_ours, day1 = install.deploytool_backup("day1")
         day1_hand, day1_hand_size = install.by_hand_backup("day1")
         print(f"day 2: {args.day2_mb} MB of new uploads ...", flush=True)
         install.uploads(args.day2_mb, "day2")
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             "-qc",
             "INSERT INTO filler SELECT id + 10000000, body FROM filler LIMIT 1000",
         )
-        day2_ours, day2 = install.deploytool_backup()
+        day2_ours, day2 = install.deploytool_backup("day2")
         day2_hand, day2_hand_size = install.by_hand_backup("day2")
         day2_cost = du(day1, day2) - du(day1)
         print("restore ...", flush=True)

@@ -472,6 +472,26 @@ def test_a_backup_copied_to_another_server_restores_there(fleet: Fleet) -> None:
     assert (web1.root / "backups" / kept / "manifest.json").is_file() and not (offsite / kept).exists()
 
 
+def test_manage_and_logs_run_on_every_host_with_its_name(fleet: Fleet) -> None:
+    """From the operator's checkout: `manage` and `logs` over SSH on both app hosts at once,
+    each line with the host's name in front; the fleet's host-key rule holds for them too."""
+    config = ["--ssh-config", str(fleet.ssh / "config")]
+    shown = fleet.lb.deploytool("manage", "--hosts", "web1,web2", *config, "showmigrations", fleet.slug).stdout
+    for host in ("web1", "web2"):
+        assert re.search(rf"^\[{host}\]  \[X\] 0001_initial$", shown, re.M), shown
+    logs = fleet.lb.deploytool("logs", "nginx", "-n", "3", "--hosts", "all", *config).stdout
+    assert {line.split("] ", 1)[0] + "]" for line in logs.splitlines()} == {"[web1]", "[web2]"}, logs
+    assert re.search(r"^\[web2\] nginx\.access\.log: ", logs, re.M), logs
+    empty, strict = fleet.ssh / "known_hosts.empty", fleet.ssh / "config.empty"
+    empty.write_text("")
+    strict.write_text((fleet.ssh / "config").read_text().replace(str(fleet.ssh / "known_hosts"), str(empty)))
+    for path in (empty, strict):
+        shutil.chown(path, fleet.lb.user, fleet.lb.user)
+    refused = fleet.lb.deploytool("manage", "--hosts", "web1", "--ssh-config", str(strict), "check", check=False)
+    assert refused.returncode == 2 and "nothing was run: web1:" in refused.stderr, refused
+    assert "host key is not in known_hosts" in refused.stderr, refused
+
+
 def test_a_host_missing_from_the_inventory_is_refused(fleet: Fleet) -> None:
     proc, _ = fleet.deploy("HEAD", "--hosts", "web1,web3")
     assert proc.returncode == 2, proc.stdout + proc.stderr

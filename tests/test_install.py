@@ -80,8 +80,10 @@ def test_install_into_an_empty_root_then_again_changes_nothing(baked: Stack) -> 
     assert (root / "var/www/letsencrypt").is_dir()
     # The links in the install point into the new root (made by the user's init).
     assert os.readlink(baked.project / "logs") == str(root / f"var/log/{where}")
-    # nginx's group may pass through the checkout and read static/ and media/, nothing else.
-    for folder, bits in ((".", 0o710), ("static", 0o2750), ("media", 0o2750), ("data", 0o700), ("etc", 0o700)):
+    # nginx's group may pass through the checkout, read static/ and media/ and look for the
+    # maintenance flag, nothing else.
+    folders = {".": 0o710, "static": 0o2750, "media": 0o2750, "maintenance": 0o2750, "data": 0o700, "etc": 0o700}
+    for folder, bits in folders.items():
         path = baked.project / folder
         group = "www-data" if bits & 0o070 else baked.user
         assert (owner(path), mode(path)) == (baked.user, bits), folder

@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import pwd
+import queue
 import re
 import shutil
 import signal
@@ -18,6 +19,7 @@ import ssl
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -466,7 +468,84 @@ def flip_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+# ---- the maintenance page ----------------------------------------------------------------------
+
+VISITOR = "127.0.0.2"  # a client address of loopback's that is never let through
+
+
+def test_maintenance_page_for_everyone_but_the_allowed_address(stack: Stack) -> None:
+    """`maintenance on --allow` as the team does it: visitors get the page, the team's
+    address (wrk's, 127.0.0.1) keeps the site, and nginx is neither reloaded nor failing."""
+    master = (stack.sandbox / "run/nginx.pid").read_text().split()[0]
+    workers = subprocess.run(["pgrep", "-P", master], capture_output=True, text=True).stdout.split()
+    host = f"{stack.site}:{stack.https}"
+    argv = wrk_argv(tool("wrk"), f"https://127.0.0.1:{stack.https}/", host, stack.project.parent / "count.lua", 60)
+    with under_load(argv) as seen:
+        on = stack.deploytool("maintenance", "on", "--allow", "127.0.0.1", "::1").stdout
+        assert "let through: 127.0.0.1, ::1" in on and "next: `bin/deploytool maintenance off`" in on, on
+        status, headers, body = stack.https_get("/", source=VISITOR)
+        assert (status, headers.get("retry-after")) == (503, "120") and b'id="maintenance"' in body, status
+        assert "cache-control" not in headers and headers["x-frame-options"] == "DENY"
+        assert stack.https_get("/admin/login/", source=VISITOR)[0] == 503
+        assert stack.https_get("/health/", source=VISITOR)[0] == 200  # the app's real state, for checks
+        assert stack.https_get("/")[0] == 200  # the team
+        assert "let through: 127.0.0.1, ::1" in stack.deploytool("maintenance").stdout
+        assert "serves everyone" in stack.deploytool("maintenance", "off").stdout
+        assert stack.https_get("/", source=VISITOR)[0] == 200
+    seen.assert_nothing_failed(least=50)
+    assert subprocess.run(["pgrep", "-P", master], capture_output=True, text=True).stdout.split() == workers
+    assert sorted(os.listdir(stack.project / "maintenance")) == []  # off leaves no flag behind
+
+    # A network is not an address: one line naming it, and nothing switched on.
+    refused = stack.deploytool("maintenance", "on", "--allow", "10.0.0.0/8", check=False)
+    assert refused.returncode == 2 and "--allow '10.0.0.0/8' is not an IP address" in refused.stderr, refused
+    assert len(refused.stderr.splitlines()) == 1 and os.listdir(stack.project / "maintenance") == []
+    # Another local account cannot take the site down.
+    assert probe([("write", stack.project / "maintenance/on", "x")]) == ["EACCES"]
+    assert stack.https_get("/", source=VISITOR)[0] == 200
+
+
 # ---- logs ------------------------------------------------------------------------------------
+
+
+def test_logs_follow_a_request_and_manage_runs_as_the_user(stack: Stack) -> None:
+    """`logs nginx -f` prints a request's access line as nginx writes it; `manage` runs
+    manage.py commands in the install's venv as the project user, never as root."""
+    follow = subprocess.Popen(
+        ["runuser", "-u", stack.user, "--", stack.project / "bin/deploytool", "logs", "nginx", "-f", "-n", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=stack.project,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout or []], daemon=True).start()
+    try:
+        assert lines.get(timeout=30).startswith("nginx.")  # the last line of each file: it follows now
+        marker = f"/logs-probe-{os.getpid()}/"
+        asked = time.monotonic()
+        assert stack.https_get(marker)[0] == 404
+        seen = ""
+        while marker not in seen:
+            seen = lines.get(timeout=10)
+        # nginx batches its access log (buffer=64k flush=1s, for speed): the line is written
+        # within a second, and read within the follower's 0.2 s poll.
+        assert time.monotonic() - asked < 1.5, time.monotonic() - asked
+        assert seen.startswith("nginx.access.log: ") and " 404 " in seen, seen
+    finally:
+        follow.terminate()
+        follow.wait(timeout=10)
+    recent = stack.deploytool("logs", "all", "-n", "2").stdout
+    assert re.search(r"^nginx\.access\.log: .*logs-probe", recent, re.M), recent
+
+    slug = stack.answers["project_slug"]
+    shown = stack.deploytool("manage", "showmigrations", slug).stdout
+    assert "[X] 0001_initial" in shown, shown
+    assert "System check identified no issues" in stack.deploytool("manage", "check").stdout
+    as_root = subprocess.run(
+        [stack.project / "bin/deploytool", "manage", "check"], capture_output=True, text=True, cwd=stack.project
+    )
+    assert as_root.returncode == 2 and "not as root" in as_root.stderr, as_root
+    assert len(as_root.stderr.splitlines()) == 1
 
 
 def live_nginx(pid: int | str) -> bool:
@@ -552,7 +631,10 @@ def test_appctl_drives_the_running_stack(stack: Stack) -> None:
     assert stack.https_get("/")[0] == 200
     stack.as_user(ctl, "stop")
     assert stack.as_user(ctl, "status", check=False).returncode == 3
-    assert stack.https_get("/")[0] == 502
+    # The app server is down: nginx answers with the project's page, 503, come back later.
+    status, headers, body = stack.https_get("/")
+    assert (status, headers.get("retry-after")) == (503, "120") and b'id="maintenance"' in body, (status, headers)
+    assert headers["x-content-type-options"] == "nosniff"  # the site's headers on it too
     stack.as_user(ctl, "stop")  # already stopped: a no-op that succeeds
     stack.as_user(ctl, "start")
     assert stack.https_get("/")[0] == 200

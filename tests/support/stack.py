@@ -63,12 +63,17 @@ class Stack:
         return self.deploytool_as_root("install", "--root", str(system_root), "--part", "system", check=check, cwd=cwd)
 
     def https_get(
-        self, path: str = "/", headers: dict[str, str] | None = None, host: str | None = None
+        self,
+        path: str = "/",
+        headers: dict[str, str] | None = None,
+        host: str | None = None,
+        source: str = "127.0.0.1",
     ) -> tuple[int, dict[str, str], bytes]:
-        """GET over HTTPS by name, trusting only the sandbox CA (no -k)."""
+        """GET over HTTPS by name, trusting only the sandbox CA (no -k), from the client
+        address ``source`` (any of loopback's 127/8)."""
         context = ssl.create_default_context(cafile=str(self.ca))
         name = host or self.site
-        raw = socket.create_connection(("127.0.0.1", self.https), timeout=10)
+        raw = socket.create_connection(("127.0.0.1", self.https), timeout=10, source_address=(source, 0))
         conn = http.client.HTTPSConnection(name, self.https, context=context, timeout=10)
         conn.sock = context.wrap_socket(raw, server_hostname=self.site)
         return _exchange(conn, "GET", path, headers)

@@ -1,5 +1,5 @@
 """deploytool's pure functions, each with the values a user gives it and the rule it keeps:
-the port map, the answers' upstreams, env.conf, settings_local's database, addresses, the
+the port map, the answers' upstreams, env.conf, settings_local's database, addresses (the app's, maintenance's), the
 port-collision finder, certbot's problem parser, the deploy's health answer, the htpasswd
 rule, and the one way programs are run and waited for."""
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from deploytool import acme, addresses, configcheck, deploy, install, localsettings, portmap, ports, proc
+from deploytool import acme, addresses, configcheck, deploy, install, localsettings, maintenance, portmap, ports, proc
 from deploytool.errors import DeployError, MissingProgram
 from deploytool.layout import parse_env_conf
 from deploytool.project import Upstream, parse_upstreams
@@ -77,6 +77,14 @@ def test_other_addresses_are_refused_with_the_rule(address: str) -> None:
 
 
 # ---- env.conf and settings_local.py ----------------------------------------------------------
+def test_maintenance_lets_through_addresses_as_nginx_writes_them() -> None:
+    assert maintenance.client_address("2001:DB8:0::7") == "2001:db8::7"  # $remote_addr's form
+    assert maintenance.client_address("192.0.2.7") == "192.0.2.7"
+    for value in ("10.0.0.0/8", "example.org", "../on"):
+        with pytest.raises(DeployError, match="is not an IP address: give single client addresses"):
+            maintenance.client_address(value)
+
+
 def test_env_conf_reads_as_the_shell_sources_it() -> None:
     text = "# a comment\nINSTALL_TYPE=stage\nSITE='stage.example.org'\nEMPTY=\n\nAPP_BIND=\n"
     assert parse_env_conf(text) == {"INSTALL_TYPE": "stage", "SITE": "stage.example.org", "EMPTY": "", "APP_BIND": ""}

@@ -15,8 +15,8 @@ above everything it uses. A test of the template parses the imports and keeps th
     backups, migrations                    backups/: manifests, checks, retention; manage.py, migration state
     nginx, probe                           nginx: its sites, test, reload; asking the site and the app server
     render                                 etc/templates/ -> etc/ (`render`)
-    configcheck, init, portmap, fleet, backup  `check`; `init`; `ports`; a rolling deploy's hosts; `backup`
+    configcheck, init, portmap, fleet, backup, maintenance  `check`; `init`; `ports`; fleet hosts; `backup`; the page
     install                                the system and user parts (`install`)
-    acme, deploy, restore, sandbox         `cert`; `deploy`; `restore`; `up`, `down`, `status`
+    acme, deploy, restore, sandbox, logs, manage  `cert`; `deploy`; `restore`; `up`, `down`, `status`; `logs`; `manage`
     __main__                               the command table
 """

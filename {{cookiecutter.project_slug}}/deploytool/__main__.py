@@ -12,7 +12,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from . import acme, backup, configcheck, deploy, init, install, portmap, render, restore, sandbox
+from . import (
+    acme,
+    backup,
+    configcheck,
+    deploy,
+    init,
+    install,
+    logs,
+    maintenance,
+    manage,
+    portmap,
+    render,
+    restore,
+    sandbox,
+)
 from .errors import DeployError
 from .layout import CODE_ROOT
 
@@ -34,6 +48,9 @@ COMMANDS: dict[str, Command] = {
     "backup": Command(backup.HELP, backup.run, backup.arguments),
     "backups": Command(backup.LIST_HELP, backup.run_list),
     "restore": Command(restore.HELP, restore.run, restore.arguments),
+    "logs": Command(logs.HELP, logs.run, logs.arguments),
+    "manage": Command(manage.HELP, manage.run, manage.arguments),
+    "maintenance": Command(maintenance.HELP, maintenance.run, maintenance.arguments),
     "up": Command(sandbox.UP, sandbox.run_up),
     "down": Command(sandbox.DOWN, sandbox.run_down),
     "status": Command(sandbox.STATUS, sandbox.run_status),

@@ -75,6 +75,9 @@ def dump_database(install: Install, folder: Path) -> str:
     with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as live:
         with contextlib.closing(sqlite3.connect(folder / SQLITE)) as copy:
             live.backup(copy)  # a consistent copy while the site writes
+            # The copy is one self-contained file: a WAL-mode header would make every later
+            # reader (verify, restore) create -wal and -shm files beside it.
+            copy.execute("PRAGMA journal_mode=DELETE")
     (folder / SQLITE).chmod(0o600)
     return "sqlite"
 

@@ -111,19 +111,20 @@ class Prefixed:
             self.write("\n")
 
 
-def arguments(parser: argparse.ArgumentParser) -> None:
-    """The options `deploy` gets for a rolling deploy (parsed by __main__)."""
-    parser.add_argument(
-        "--hosts",
-        metavar="NAME,...",
-        help="deploy to these servers over SSH, one at a time: names from etc/fleet.ini, or 'all'",
-    )
+def host_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--hosts and --ssh-config, for a command that also runs on other servers."""
+    parser.add_argument("--hosts", metavar="NAME,...", help=f"{what}: names from etc/fleet.ini, or 'all'")
     parser.add_argument(
         "--ssh-config",
         type=Path,
         metavar="FILE",
         help="ssh_config for --hosts (default: ~/.ssh/config and /etc/ssh/ssh_config)",
     )
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `deploy` gets for a rolling deploy (parsed by __main__)."""
+    host_arguments(parser, "deploy to these servers over SSH, one at a time")
 
 
 def run(install: Install, args: argparse.Namespace) -> int:
@@ -266,7 +267,9 @@ def remote_head(connection: Connection, host: Host) -> str:
     return result.stdout.strip() if result.ok else ""
 
 
-def preflight(install: Install, hosts: list[Host], config: Any) -> dict[str, Connection]:
+def preflight(
+    install: Install, hosts: list[Host], config: Any, nothing: str = "nothing was deployed"
+) -> dict[str, Connection]:
     """Reach every host and find its install before deploying anywhere: a host that is down
     or unknown stops the roll-out before it starts, not half-way."""
     connections: dict[str, Connection] = {}
@@ -289,8 +292,58 @@ def preflight(install: Install, hosts: list[Host], config: Any) -> dict[str, Con
     if problems:
         for connection in connections.values():
             connection.close()
-        raise DeployError("nothing was deployed: " + "; ".join(problems))
+        raise DeployError(f"{nothing}: " + "; ".join(problems))
     return connections
+
+
+# ---- one command on every host ----------------------------------------------------------------
+def remote_deploytool(install: Install, host: Host, argv: list[str]) -> str:
+    """`deploytool ARGV` in the host's install root, as its project user."""
+    command = shlex.join([f"{install.venv_name}/bin/python", "-m", "deploytool", *argv])
+    return f"cd {shlex.quote(str(host.root))} && exec {command}"
+
+
+def on_hosts(install: Install, names: str, ssh_config: Path | None, argv: list[str]) -> int:
+    """Run `deploytool ARGV` on the hosts at the same time, streaming each line with the
+    host's name in front, until all have finished (or Ctrl-C). Returns the worst exit status."""
+    import threading
+
+    hosts = select(install, names)
+    connections = preflight(install, hosts, fabric_config(ssh_config), "nothing was run")
+    statuses: dict[str, int] = {}
+
+    def one(host: Host) -> None:
+        out, err = Prefixed(sys.stdout, f"[{host.name}] "), Prefixed(sys.stderr, f"[{host.name}] ")
+        try:
+            result = connections[host.name].run(
+                remote_deploytool(install, host, argv),
+                warn=True,
+                hide=False,
+                out_stream=out,
+                err_stream=err,
+                in_stream=False,
+            )
+            statuses[host.name] = result.exited
+        except Exception as error:  # the connection is gone
+            err.write(f"SSH connection lost ({type(error).__name__}: {error})\n")
+            statuses[host.name] = 2
+        finally:
+            out.finish()
+            err.finish()
+
+    threads = [threading.Thread(target=one, args=(host,), daemon=True) for host in hosts]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for connection in connections.values():
+            connection.close()
+    return max(statuses.values(), default=2)
 
 
 # ---- the roll-out -----------------------------------------------------------------------------

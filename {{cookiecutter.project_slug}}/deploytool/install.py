@@ -124,8 +124,9 @@ def _system_folders(install: Install, user: pwd.struct_passwd, server: bool) -> 
 
 
 # Where nginx's workers must get in: the root only to pass through, static/ and media/ to
-# read (setgid: what collectstatic and uploads add inherits nginx's group).
-NGINX_ENTERS = {".": 0o710, "static": 0o2750, "media": 0o2750}
+# read (setgid: what collectstatic and uploads add inherits nginx's group), maintenance/ to
+# look for `deploytool maintenance`'s flag files.
+NGINX_ENTERS = {".": 0o710, "static": 0o2750, "media": 0o2750, "maintenance": 0o2750}
 
 
 def _open_to_nginx(install: Install, user: pwd.struct_passwd, gid: int) -> Iterator[str]:

@@ -209,6 +209,18 @@ class Install:
         return self.root / "media"
 
     @property
+    def maintenance_dir(self) -> Path:
+        """`deploytool maintenance`'s flag files, which nginx looks for on every request:
+        local state, never in git; nginx's group may enter it on a server (2750)."""
+        return self.root / "maintenance"
+
+    @property
+    def maintenance_page(self) -> str:
+        """The project's "back soon" page (in git, under the app's static files), as a path
+        under STATIC_ROOT, where collectstatic puts it and nginx serves it from."""
+        return f"/{self.project.project_slug}/maintenance.html"
+
+    @property
     def data_dir(self) -> Path:
         """Local data: the SQLite file or the PostgreSQL cluster."""
         return self.root / "data"

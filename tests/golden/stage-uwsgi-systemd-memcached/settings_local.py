@@ -25,6 +25,17 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": ROOT / "data" / "db.sqlite3",  # mode 600, in data/ (700)
+        "OPTIONS": {
+            # WAL: readers never wait for the writer, and a commit appends to the log
+            # instead of rewriting pages (synchronous=NORMAL is durable in WAL but for the
+            # last commits on a power cut; the online backup reads a consistent state all
+            # the same). busy_timeout: a writer waits up to 5 s for the lock instead of
+            # failing with "database is locked" at once.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000",
+            # A transaction takes the write lock when it starts, not at its first write: two
+            # transactions that read, then write, never deadlock into "database is locked".
+            "transaction_mode": "IMMEDIATE",
+        },
     }
 }
 
