@@ -39,6 +39,7 @@ PACKAGES = {
     "git": "git",
     "openssl": "openssl",
     "systemd-analyze": "systemd",
+    "taskset": "util-linux",
 }
 
 

@@ -59,6 +59,10 @@ def matches(pattern: str) -> Check:
     return lambda value: isinstance(value, str) and re.fullmatch(pattern, value) is not None
 
 
+def is_email_or_empty(value: object) -> bool:
+    return value == "" or matches(r"[^@\s]+@[^@\s]+\.[^@\s]+")(value)
+
+
 def as_int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
@@ -188,8 +192,8 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     choice("cache", "none", "redis", "memcached"),
     ("admin_basic_auth", lambda value: isinstance(value, bool), "must be a boolean: true or false"),
     ("hsts_subdomains", lambda value: isinstance(value, bool), "must be a boolean: true or false"),
-    ("certbot_email", lambda value: value == "" or matches(r"[^@\s]+@[^@\s]+\.[^@\s]+")(value),
-     "must be empty or an e-mail address (one '@', no spaces)"),
+    ("certbot_email", is_email_or_empty, "must be empty or an e-mail address (one '@', no spaces)"),
+    ("admin_email", is_email_or_empty, "must be empty or an e-mail address (one '@', no spaces)"),
     ("app_upstreams", are_upstreams,
      ("must be empty or comma-separated 'host[:port][ weight=N]' items: host " + PRIVATE_RULE + " (the app "
       "servers have no authentication: never public, loopback or 0.0.0.0), port 1-65535, N at least 1, "

@@ -192,3 +192,34 @@ def test_port_map_of_each_install_type(bake_project: Any, install_type: str) -> 
     assert re.search(rf"app\s+{EXPECTED_PORTS[install_type][1]}", shown)
     # a bake is a server install: nginx answers on 443 and 80, not on the block's ports
     assert re.search(rf"https\s+{EXPECTED_PORTS[install_type][3]}  \(sandbox only; 443 on a server\)", shown), shown
+
+
+# ---- the app server's processes ------------------------------------------------------------
+
+
+def test_app_workers_come_from_the_host_unless_set(bake_project: Any) -> None:
+    """Empty APP_WORKERS: 2 per core of this host within half its memory, rendered; a number
+    given to init stays through a later init and render; a bad one is refused, nothing changed."""
+    project = bake_project(app_server="gunicorn")
+    cores = os.cpu_count() or 1
+    meminfo = re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M)
+    assert meminfo
+    memory_mb = int(meminfo.group(1)) // 1024
+    expected = max(2, min(2 * cores, memory_mb // 2 // 96))
+    config = project / "etc/gunicorn.conf.py"
+    assert env_conf(project)["APP_WORKERS"] == ""
+    assert re.search(rf"^workers = {expected}$", config.read_text(), re.M), config.read_text()
+
+    def deploytool(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [os.sys.executable, "-m", "deploytool", *args]
+        return subprocess.run(argv, cwd=project, capture_output=True, text=True)
+
+    assert deploytool("init", "--install-type", "dev", "--app-workers", "3").returncode == 0
+    assert deploytool("init", "--install-type", "dev").returncode == 0  # kept when omitted
+    assert deploytool("render").returncode == 0
+    assert env_conf(project)["APP_WORKERS"] == "3" and re.search(r"^workers = 3$", config.read_text(), re.M)
+    before = config.read_text(), (project / "etc/env.conf").read_text()
+    refused = deploytool("init", "--install-type", "dev", "--app-workers", "1")
+    assert refused.returncode == 2 and "app workers '1': give a number of processes from 2 to 256" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    assert (config.read_text(), (project / "etc/env.conf").read_text()) == before

@@ -233,8 +233,9 @@ def test_create_then_update_keeps_every_local_file(
         settings = project / "etc/settings_local.py"
         settings.write_text(settings.read_text() + '\nLOCAL_SETTING = "kept"\n')
         template = project / "etc/templates/uwsgi.yaml.j2"
-        assert "  processes: 4\n" in template.read_text()
-        template.write_text(template.read_text().replace("  processes: 4\n", "  processes: 8\n"))
+        tuned = "  processes: {{ install.app_workers }}\n"
+        assert tuned in template.read_text()
+        template.write_text(template.read_text().replace(tuned, "  processes: 8\n"))
         (project / "README.md").write_text((project / "README.md").read_text() + "\nOur own notes.\n")
         add_an_app(project, slug, manage)
         deploytool(project, "render")

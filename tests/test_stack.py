@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import BLOCKS, STACKS, Stack, local_settings, run, running_stack, tool, wait_until
@@ -137,7 +138,7 @@ def test_static_is_served_by_nginx_with_long_cache_and_gzip(stack: Stack) -> Non
     path = hashed_css(stack)
     app(stack, "stop")
     try:
-        assert stack.https_get("/")[0] == 502  # the app is down ...
+        assert stack.https_get("/")[0] == 503  # the app is down: the maintenance page ...
         status, headers, body = stack.https_get(path, headers={"Accept-Encoding": "gzip"})
         assert status == 200  # ... and nginx still serves the static file
         assert "max-age=31536000" in headers["cache-control"]
@@ -468,6 +469,92 @@ def flip_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+# ---- e-mail ---------------------------------------------------------------------------------
+
+SMTP_PORT = BLOCK + 40  # a spare port of the block: the mail server the test runs
+ADMIN, USER = "ops@example.org", "someone@example.org"
+# Routes the project adds in its own custom_urls.py: a view that fails, one that mails a user.
+MAIL_URLS = f"""
+from django.core.mail import send_mail
+from django.http import HttpResponse
+from django.urls import path
+
+
+def boom(request):
+    return 1 // 0
+
+
+def mail_user(request):
+    send_mail("Hello", "A mail to a user.", None, [{USER!r}, {ADMIN!r}])
+    return HttpResponse("sent")
+
+
+urlpatterns = [path("boom/", boom), path("mail-user/", mail_user)]
+"""
+
+
+class Inbox:
+    """What a real SMTP server (aiosmtpd) on loopback received."""
+
+    def __init__(self) -> None:
+        self.mails: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+        self.mails.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def mail_server() -> Iterator[Inbox]:
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=SMTP_PORT)
+    controller.start()
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+
+
+def test_errors_mail_the_admins_and_stage_never_mails_users(stack: Stack, mail_server: Inbox) -> None:
+    """A failing view: the client gets a plain 500, ADMINS the traceback (stage, pro); a mail
+    to a user reaches the user from pro only; dev sends nothing, it writes files."""
+    slug, kind = stack.answers["project_slug"], stack.env["INSTALL_TYPE"]
+    urls, settings = stack.project / slug / "custom_urls.py", stack.project / "etc/settings_local.py"
+    before = urls.read_text(), settings.read_text()
+    local = f'\nEMAIL_HOST = "127.0.0.1"\nEMAIL_PORT = {SMTP_PORT}\nADMINS = [("ops", {ADMIN!r})]\n'
+    try:
+        stack.as_user("python3", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", urls, MAIL_URLS)
+        stack.as_user("python3", "-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2])", settings, local)
+        stack.as_user(stack.project / "bin/appctl.sh", "reload")
+        wait_until(lambda: stack.https_get("/mail-user/")[0] == 200, "the app with the new routes")
+        status, _, body = stack.https_get("/boom/")
+        assert status == 500
+        if kind == "dev":  # DEBUG: the traceback is the developer's page, and nothing is sent
+            assert b"ZeroDivisionError" in body
+            time.sleep(1)
+            assert mail_server.mails == []
+            written = list((stack.project / "data/mail").iterdir())
+            assert written and any(USER in path.read_text() for path in written)
+            return
+        assert b"ZeroDivisionError" not in body and b"Traceback" not in body  # never to the client
+        wait_until(lambda: len(mail_server.mails) >= 2, "the user's mail and the error report", timeout=15)
+        report = [m for m in mail_server.mails if b"Internal Server Error: /boom/" in m.original_content]
+        assert len(report) == 1 and report[0].rcpt_tos == [ADMIN], mail_server.mails
+        assert b"ZeroDivisionError" in report[0].original_content
+        domain = json.loads((stack.project / "etc/project.json").read_text())["domain"]
+        assert report[0].mail_from == f"errors@{domain}"  # SERVER_EMAIL
+        (hello,) = [m for m in mail_server.mails if b"Subject: Hello" in m.original_content]
+        expected = [ADMIN] if kind == "stage" else [USER, ADMIN]
+        assert sorted(hello.rcpt_tos) == sorted(expected), (kind, hello.rcpt_tos)
+    finally:
+        stack.as_user("python3", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", urls, before[0])
+        stack.as_user("python3", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", settings, before[1])
+        stack.as_user(stack.project / "bin/appctl.sh", "reload")
+        wait_until(lambda: stack.https_get("/mail-user/")[0] == 404, "the app as it was")
+
+
 # ---- the maintenance page ----------------------------------------------------------------------
 
 VISITOR = "127.0.0.2"  # a client address of loopback's that is never let through
@@ -527,14 +614,15 @@ def test_logs_follow_a_request_and_manage_runs_as_the_user(stack: Stack) -> None
         seen = ""
         while marker not in seen:
             seen = lines.get(timeout=10)
-        # nginx batches its access log (buffer=64k flush=1s, for speed): the line is written
-        # within a second, and read within the follower's 0.2 s poll.
-        assert time.monotonic() - asked < 1.5, time.monotonic() - asked
+        # As it is written, not when the follower ends: nginx batches its access log
+        # (flush=1s) and the follower polls every 0.2 s, so about a second after the request.
+        assert time.monotonic() - asked < 5, time.monotonic() - asked
         assert seen.startswith("nginx.access.log: ") and " 404 " in seen, seen
     finally:
         follow.terminate()
         follow.wait(timeout=10)
-    recent = stack.deploytool("logs", "all", "-n", "2").stdout
+    # Each nginx worker flushes its own buffer: the file's last lines need not be the newest.
+    recent = stack.deploytool("logs", "all", "-n", "50").stdout
     assert re.search(r"^nginx\.access\.log: .*logs-probe", recent, re.M), recent
 
     slug = stack.answers["project_slug"]

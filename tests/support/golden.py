@@ -38,6 +38,7 @@ DEBIAN_PROGRAMS = {
     "nginx": "/usr/sbin/nginx",
 }
 DEBIAN_POSTGRESQL = Path("/usr/lib/postgresql/15/bin")
+HOST = (2, 4096)  # cores and MB the golden configs are sized for, whatever this machine has
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -89,15 +90,16 @@ def rendered(entry: str) -> dict[str, str]:
     ``entry`` (settings_local.py with placeholder secrets)."""
     if str(GENERATED) not in sys.path:
         sys.path.insert(0, str(GENERATED))
-    from deploytool import proc
+    from deploytool import proc, sizing
     from deploytool.init import SETTINGS_LOCAL
     from deploytool.layout import PROJECT_JSON, Install
     from deploytool.project import Project
     from deploytool.render import render_all, render_text
 
-    find, postgresql_bin = proc.find, proc.postgresql_bin
+    find, postgresql_bin, host = proc.find, proc.postgresql_bin, sizing.host
     proc.find = lambda name: DEBIAN_PROGRAMS.get(name) or find(name)  # type: ignore[assignment]
     proc.postgresql_bin = lambda name: DEBIAN_POSTGRESQL / name  # type: ignore[assignment]
+    sizing.host = lambda: HOST  # type: ignore[assignment]
     try:
         with checkout(entry) as root:
             project = Project.load(root / PROJECT_JSON)
@@ -110,7 +112,7 @@ def rendered(entry: str) -> dict[str, str]:
             texts |= {str(path.relative_to(install.etc_dir)): text for path, (text, _) in render_all(install).items()}
             return {name: text.replace(str(root), where) for name, text in sorted(texts.items())}
     finally:
-        proc.find, proc.postgresql_bin = find, postgresql_bin  # type: ignore[assignment]
+        proc.find, proc.postgresql_bin, sizing.host = find, postgresql_bin, host  # type: ignore[assignment]
 
 
 def stored(entry: str) -> dict[str, str]:

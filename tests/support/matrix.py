@@ -87,6 +87,6 @@ BLOCKS = {
     "cert": 63000,  # pebble on the spare 63040-63049
     "lifecycle": 64000,  # dev and stage; test_cruft runs the pro install of the same block
     "bench": 64500,  # and 64550: bench/benchmark.py's two projects
-    "security": 64600,  # bench/security.py; 64650: bench/backups.py; 64700: bench/sqlite.py
+    "security": 64600,  # bench/security.py; 64650: bench/backups.py; 64700: bench/sqlite.py; 64750: bench/scaling.py
     "fleet": 64800,  # inside the fleet's namespaces; 64850 a second project for ports --check
 }

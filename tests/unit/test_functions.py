@@ -11,7 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-from deploytool import acme, addresses, configcheck, deploy, install, localsettings, maintenance, portmap, ports, proc
+from deploytool import (
+    acme,
+    addresses,
+    configcheck,
+    deploy,
+    install,
+    localsettings,
+    maintenance,
+    portmap,
+    ports,
+    proc,
+    sizing,
+)
 from deploytool.errors import DeployError, MissingProgram
 from deploytool.layout import parse_env_conf
 from deploytool.project import Upstream, parse_upstreams
@@ -83,6 +95,15 @@ def test_maintenance_lets_through_addresses_as_nginx_writes_them() -> None:
     for value in ("10.0.0.0/8", "example.org", "../on"):
         with pytest.raises(DeployError, match="is not an IP address: give single client addresses"):
             maintenance.client_address(value)
+
+
+@pytest.mark.parametrize(
+    ("cores", "memory_mb", "workers"),
+    [(1, 512, 2), (2, 4096, 4), (8, 2048, 10), (4, 65536, 8), (512, 1 << 20, 256)],
+)
+def test_app_workers_are_two_per_core_within_half_the_memory(cores: int, memory_mb: int, workers: int) -> None:
+    assert sizing.app_workers(cores, memory_mb) == workers
+    assert sizing.why(cores, memory_mb).endswith(f": {workers}")
 
 
 def test_env_conf_reads_as_the_shell_sources_it() -> None:

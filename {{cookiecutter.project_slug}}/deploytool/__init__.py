@@ -8,7 +8,7 @@ is started through one (proc), and each command module (init, install, deploy, .
 above everything it uses. A test of the template parses the imports and keeps this true.
 
     errors, ports                          the one exception; the port block's arithmetic
-    addresses, files, proc, progress, sockets  addresses; file writes; programs, waits; step lines; /proc/net
+    addresses, files, proc, progress, sizing, sockets  addresses; file writes; programs; steps; workers; /proc/net
     project, localsettings                 the answers (etc/project.json); settings_local.py, parsed
     layout                                 every name, path and port of an install
     certificates, dedicated, history       the site's certificate; PostgreSQL/Redis/memcached; data/deploy.json

@@ -8,7 +8,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from . import ports, proc
+from . import ports, proc, sizing
 from .errors import DeployError
 from .files import ensure_link, write_atomic
 from .layout import ENV_CONF, PROJECT_JSON, Install
@@ -18,18 +18,27 @@ from .render import SETTINGS_LOCAL, render, render_text
 ADMIN_USER = "admin"
 
 
-def init(root: Path, install_type: str, system_root: Path = Path("/"), app_bind: str | None = None) -> Install:
+def init(
+    root: Path,
+    install_type: str,
+    system_root: Path = Path("/"),
+    app_bind: str | None = None,
+    workers: str | None = None,
+) -> Install:
     """env.conf, settings_local.py (fresh secrets, 600), links, local folders, rendered configs.
 
     Idempotent: local data already there (settings_local.py, htpasswd) is kept as it is;
     a missing piece of the secrets is made again, the others are left alone. Without
-    ``app_bind`` the address env.conf has is kept (the unix socket in a new install).
+    ``app_bind`` the address env.conf has is kept (the unix socket in a new install);
+    likewise ``workers`` (the app server's processes; "" for the host's figure).
     """
     env_conf = root / ENV_CONF
     current = Install.load(root) if env_conf.exists() else None
     if app_bind is None:
         app_bind = current.app_bind if current else ""
-    install = Install(Project.load(root / PROJECT_JSON), root, install_type, system_root, app_bind)
+    processes = sizing.workers_setting(workers) if workers is not None else current.workers if current else None
+    project = Project.load(root / PROJECT_JSON)
+    install = Install(project, root, install_type, system_root, app_bind, workers=processes)
     if install.app_bind:
         check_local_address(install.app_bind)
     if current is not None:
@@ -187,8 +196,13 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         help="this host's private address, for other hosts' nginx (default: a unix socket; kept when omitted)",
     )
+    parser.add_argument(
+        "--app-workers",
+        metavar="N",
+        help="the app server's processes (default: 2 per core within half the memory; '' for that; kept when omitted)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    print(summary(init(args.root, args.install_type, args.system_root.resolve(), args.app_bind)))
+    print(summary(init(args.root, args.install_type, args.system_root.resolve(), args.app_bind, args.app_workers)))
     return 0

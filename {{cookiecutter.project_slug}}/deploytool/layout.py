@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from . import ports
+from . import ports, sizing
 from .addresses import private_address
 from .errors import DeployError
 from .project import Project
@@ -45,6 +45,8 @@ class Install:
     app_bind: str = ""
     # Where etc/templates/ are read from: the checkout, or root's own copy for the system part.
     code_root: Path | None = None
+    # The app server's processes as env.conf's APP_WORKERS sets them; None: from the host.
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.install_type not in ports.SLOTS:
@@ -74,6 +76,7 @@ class Install:
             install_type=env["INSTALL_TYPE"],
             system_root=system_root_of(root, env.get("SYSTEM_ROOT", "/")),
             app_bind=app_bind_of(env),
+            workers=sizing.workers_setting(env.get("APP_WORKERS", "")),
         )
 
     @property
@@ -276,6 +279,17 @@ class Install:
     @property
     def wsgi_app(self) -> str:
         return f"{self.project.project_slug}.wsgi:application"
+
+    @property
+    def app_workers(self) -> int:
+        """The app server's processes: env.conf's APP_WORKERS, else from this host's cores
+        and memory (sizing), decided when the configs are rendered."""
+        return self.workers or sizing.app_workers(*sizing.host())
+
+    @property
+    def app_workers_why(self) -> str:
+        """Where app_workers comes from, in words, for the rendered configs' comments."""
+        return f"APP_WORKERS={self.workers} in env.conf" if self.workers else sizing.why(*sizing.host())
 
     @property
     def app_log(self) -> Path:

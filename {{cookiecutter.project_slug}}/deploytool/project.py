@@ -45,6 +45,8 @@ class Project:
     backup_keep_daily: int = 7
     backup_keep_weekly: int = 4
     backup_keep_monthly: int = 6
+    # Added with e-mail: who gets the error reports (Django's ADMINS); "" nobody.
+    admin_email: str = ""
 
     @classmethod
     def load(cls, path: Path) -> Project:

@@ -15,6 +15,17 @@ def test_home_page_counts_visits(client: Client) -> None:
 
 
 @pytest.mark.django_db
+def test_visits_lists_the_latest_fifty_and_writes_nothing(client: Client) -> None:
+    for _ in range(60):  # the home page writes a visit each
+        client.get("/", secure=True, HTTP_HOST=_host())
+    response = client.get("/visits/", secure=True, HTTP_HOST=_host())
+    assert response.status_code == 200
+    assert len(response.context["latest"]) == 50 and response.context["total"] == 60
+    assert response.content.count(b"<li>") == 50
+    assert client.get("/visits/", secure=True, HTTP_HOST=_host()).context["total"] == 60  # read only
+
+
+@pytest.mark.django_db
 def test_health_answers_ok(client: Client) -> None:
     response = client.get("/health/", secure=True, HTTP_HOST=_host())
     assert response.status_code == 200

@@ -10,6 +10,7 @@ from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("visits/", views.visits, name="visits"),
     path("health/", views.health, name="health"),
     path("admin/", admin.site.urls),
     # Yours: custom_urls.py, which template updates never change.

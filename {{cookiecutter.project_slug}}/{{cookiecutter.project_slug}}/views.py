@@ -1,4 +1,6 @@
-"""Views: a home page that writes and reads the database, and a health check."""
+"""Views: a home page that writes and reads the database, a read-only list of the latest
+visits (a few queries and a template loop: a typical page, for the benchmark), and a
+health check."""
 
 from pathlib import Path
 
@@ -14,6 +16,12 @@ def home(request: HttpRequest) -> HttpResponse:
     Visit.objects.create()
     context = {"visits": Visit.objects.count(), "secure": request.is_secure()}
     return render(request, "{{ cookiecutter.project_slug }}/home.html", context)
+
+
+def visits(request: HttpRequest) -> HttpResponse:
+    """The 50 latest visits and their count: reads only."""
+    context = {"latest": Visit.objects.order_by("-id")[:50], "total": Visit.objects.count()}
+    return render(request, "{{ cookiecutter.project_slug }}/visits.html", context)
 
 
 def git_revision(root: Path) -> str:

@@ -41,6 +41,15 @@ DATABASES = {
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# E-mail. With DEBUG off (stage, pro) Django mails the traceback of every server error to
+# ADMINS, never to the client. The mail server and its login are this host's: fill them in.
+ADMINS = []
+SERVER_EMAIL = "errors@project-baz.example"  # From: of the error reports
+DEFAULT_FROM_EMAIL = "webmaster@project-baz.example"  # From: of the site's own mails
+# dev: every mail is a file in data/mail/, nothing is sent.
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = ROOT / "data" / "mail"
+
 STATIC_ROOT = ROOT / "static"
 MEDIA_ROOT = ROOT / "media"
 # Uploads are readable by the project user and nginx's group (media/ is setgid), no one else.

@@ -20,8 +20,9 @@ bind = ["unix:/run/stage.project-baz.example.app/gunicorn.sock"]
 umask = 0o000
 backlog = 1024  # requests wait here during a reload (<= net.core.somaxconn)
 
-# 4 processes x 2 threads: about 2 processes per core of a 2-core server, a thread
-# more for requests that wait on the database. Change both with the server's size.
+# 2 processes per core, a second thread each for requests that wait on the database;
+# env.conf's APP_WORKERS overrides. Here
+#   2 per core of 2, within half of 4096 MB at 96 MB each: 4.
 workers = 4
 worker_class = "gthread"
 threads = 2

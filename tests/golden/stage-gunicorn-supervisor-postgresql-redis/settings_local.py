@@ -43,6 +43,22 @@ CACHES = {
     }
 }
 
+# E-mail. With DEBUG off (stage, pro) Django mails the traceback of every server error to
+# ADMINS, never to the client. The mail server and its login are this host's: fill them in.
+ADMINS = []
+SERVER_EMAIL = "errors@project-baz.example"  # From: of the error reports
+DEFAULT_FROM_EMAIL = "webmaster@project-baz.example"  # From: of the site's own mails
+EMAIL_HOST = "localhost"
+EMAIL_PORT = 25  # 587 with EMAIL_USE_TLS (STARTTLS), 465 with EMAIL_USE_SSL
+EMAIL_HOST_USER = ""
+EMAIL_HOST_PASSWORD = ""  # a secret: local to this file (mode 600), like SECRET_KEY
+EMAIL_USE_TLS = False
+EMAIL_TIMEOUT = 10  # seconds: a mail server that does not answer never holds a request longer
+# stage mails ADMINS and the addresses below only: the real users in data copied from pro
+# never get a mail from staging. Empty the backend line to mail everyone.
+EMAIL_BACKEND = "project_baz.mail.StageEmailBackend"
+STAGE_EMAIL_ALLOWED: list[str] = []
+
 STATIC_ROOT = ROOT / "static"
 MEDIA_ROOT = ROOT / "media"
 # Uploads are readable by the project user and nginx's group (media/ is setgid), no one else.

@@ -1,0 +1,88 @@
+"""Does the stack grow with the host? The read-only page /visits/ (two queries, a template
+loop of 50 rows) with the whole stack on 1 core and then on 2, no config edit between.
+
+    sudo .venv/bin/python -m bench.scaling [--duration 6] [--connections 16] [--rounds 3]
+
+As root, like the tests (the stack runs as `djltest`). It bakes a pro install for each app
+server (SQLite; ports 64750-64779), brings it up (worker counts rendered from this host),
+writes 60 visits, then in each round pins every process of the stack (nginx, the app
+server; `taskset -a -p`, which new workers inherit) to CPU 0, measures, pins it to CPUs 0-1,
+measures. wrk itself is not pinned: on a 2-core host it shares the cores with the stack,
+so the ceiling is below 2x.
+
+Target (scale with the host): requests/s on 2 cores >= 1.7x those on 1; exit 1 on a miss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+
+from bench.benchmark import SUMMARY_LUA, parse_wrk
+from bench.common import Stack, bake, prepare, stack_up, table, tool
+
+BLOCK = 64750
+TARGET = 1.7
+
+
+def stack_pids(user: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-u", user], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def pin(user: str, cpus: str) -> None:
+    for pid in stack_pids(user):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True)
+
+
+def measure(stack: Stack, args: argparse.Namespace) -> float:
+    script = stack.project.parent / "summary.lua"
+    script.write_text(SUMMARY_LUA)
+    argv = [tool("wrk"), "-t2", f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "10s", "-s", script]
+    argv += ["-H", f"Host: {stack.site}:{stack.https}", f"https://127.0.0.1:{stack.https}/visits/"]
+    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=args.duration + 60)
+    run = parse_wrk(out.stdout)
+    if run.failed:
+        raise SystemExit(f"{run.failed} failed requests on /visits/:\n{out.stdout}")
+    return run.rps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=6)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("bench.scaling needs a host with 2 cores or more")
+    user, venv = prepare("scaling.py", ["git", "taskset"], range(BLOCK, BLOCK + 30), "scaling benchmark")
+    rows, held = [], True
+    for app_server in ("uwsgi", "gunicorn"):  # one after the other, in the same block
+        baked = bake(user, venv, port_block_start=BLOCK, install_type="pro", app_server=app_server)
+        with stack_up(baked) as (stack, _):
+            for _ in range(60):  # rows for the page's loop: the home page writes one a visit
+                stack.https_get("/")
+            workers = (stack.project / "etc/env.conf").read_text()
+            one, two = [], []
+            for number in range(args.rounds):
+                order = [("0", one), ("0,1", two)] if number % 2 == 0 else [("0,1", two), ("0", one)]
+                for cpus, results in order:
+                    pin(user, cpus)
+                    results.append(measure(stack, args))
+                    print(f"{app_server} round {number + 1} cpus {cpus:<4} {results[-1]:7.0f} req/s", flush=True)
+            pin(user, "0-1")
+        ratio = statistics.median(b / a for a, b in zip(one, two, strict=True))
+        held &= ratio >= TARGET
+        processes = [line for line in workers.splitlines() if line.startswith("APP_WORKERS")]
+        rows.append((app_server, f"{statistics.median(one):.0f}", f"{statistics.median(two):.0f}", f"{ratio:.2f}"))
+        print(f"{app_server}: {processes[0] if processes else ''} (empty: from the host)", flush=True)
+    print(f"\n/visits/, {args.connections} connections, {args.rounds} rounds of {args.duration} s, wrk unpinned")
+    print(table(["app server", "1 core req/s", "2 cores req/s", "2/1"], rows, right=(1, 2, 3)))
+    print(f"target 2 cores >= {TARGET}x 1 core: {'held' if held else 'missed'}")
+    return 0 if held else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
