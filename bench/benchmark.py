@@ -221,6 +221,15 @@ def parse_wrk(output: str) -> Run:
     return Run(requests, micros / 1e6, p50 / 1e3, p99 / 1e3, connect + read + write + timeout + status)
 
 
+def wrk_once(stack: Stack, path: str, connections: int, duration: int) -> Run:
+    """One wrk run (2 threads) on ``path`` of a stack's site, with the summary script."""
+    script = stack.project.parent / "summary.lua"
+    script.write_text(SUMMARY_LUA)
+    argv = [tool("wrk"), "-t2", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script)]
+    argv += ["-H", f"Host: {stack.site}:{stack.https}", f"https://127.0.0.1:{stack.https}{path}"]
+    return parse_wrk(subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout)
+
+
 @dataclass
 class Load:
     """wrk's threads, connections and duration: the same for every target."""

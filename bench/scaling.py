@@ -20,8 +20,8 @@ import os
 import statistics
 import subprocess
 
-from bench.benchmark import SUMMARY_LUA, parse_wrk
-from bench.common import Stack, bake, prepare, stack_up, table, tool
+from bench.benchmark import wrk_once
+from bench.common import Stack, bake, prepare, stack_up, table
 
 BLOCK = 64750
 TARGET = 1.7
@@ -38,14 +38,9 @@ def pin(user: str, cpus: str) -> None:
 
 
 def measure(stack: Stack, args: argparse.Namespace) -> float:
-    script = stack.project.parent / "summary.lua"
-    script.write_text(SUMMARY_LUA)
-    argv = [tool("wrk"), "-t2", f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "10s", "-s", script]
-    argv += ["-H", f"Host: {stack.site}:{stack.https}", f"https://127.0.0.1:{stack.https}/visits/"]
-    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=args.duration + 60)
-    run = parse_wrk(out.stdout)
+    run = wrk_once(stack, "/visits/", args.connections, args.duration)
     if run.failed:
-        raise SystemExit(f"{run.failed} failed requests on /visits/:\n{out.stdout}")
+        raise SystemExit(f"{run.failed} failed requests on /visits/")
     return run.rps
 
 

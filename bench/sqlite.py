@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
-from bench.benchmark import SUMMARY_LUA, Run, parse_wrk
-from bench.common import Stack, as_user, bake, prepare, stack_up, table, tool
+from bench.benchmark import Run, wrk_once
+from bench.common import Stack, as_user, bake, prepare, stack_up, table
 
 BLOCK = 64700
 P99_TARGET_MS = 50.0
@@ -40,7 +38,7 @@ def settings_variant(stack: Stack, generated: str, variant: str) -> None:
     mode to match; the app server restarted with them."""
     path = stack.project / "etc/settings_local.py"
     text = generated if variant == "generated" else OPTIONS.sub("", generated)
-    as_user(stack.user, "python3", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", path, text)
+    stack.write(path, text)
     mode = "wal" if variant == "generated" else "delete"
     database = stack.project / "data/db.sqlite3"
     # Leaving WAL needs the file to itself: the app server stops for the switch.
@@ -58,12 +56,10 @@ def locked_errors(stack: Stack) -> int:
     return log.read_text(errors="replace").count("database is locked") if log.exists() else 0
 
 
-def measure(stack: Stack, script: Path, args: argparse.Namespace) -> tuple[Run, int]:
+def measure(stack: Stack, args: argparse.Namespace) -> tuple[Run, int]:
     before = locked_errors(stack)
-    argv = [tool("wrk"), "-t2", f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "10s", "-s", script]
-    argv += ["-H", f"Host: {stack.site}:{stack.https}", f"https://127.0.0.1:{stack.https}/"]
-    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=args.duration + 60)
-    return parse_wrk(out.stdout), locked_errors(stack) - before
+    run = wrk_once(stack, "/", args.connections, args.duration)
+    return run, locked_errors(stack) - before
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     user, venv = prepare("sqlite.py", ["git"], range(BLOCK, BLOCK + 30), "SQLite benchmark")
     baked = bake(user, venv, port_block_start=BLOCK, install_type="pro")
     with stack_up(baked) as (stack, _):
-        script = stack.project.parent / "summary.lua"
-        script.write_text(SUMMARY_LUA)
         generated = (stack.project / "etc/settings_local.py").read_text()
         assert OPTIONS.search(generated), "settings_local.py has no OPTIONS for SQLite"
         runs: dict[str, list[tuple[Run, int]]] = {"generated": [], "plain": []}
@@ -84,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             order = ["generated", "plain"] if number % 2 == 0 else ["plain", "generated"]
             for variant in order:
                 settings_variant(stack, generated, variant)
-                run, locked = measure(stack, script, args)
+                run, locked = measure(stack, args)
                 runs[variant].append((run, locked))
                 print(
                     f"round {number + 1} {variant:<9} {run.rps:6.0f} req/s  p99 {run.p99_ms:6.1f} ms  "

@@ -525,8 +525,8 @@ def test_errors_mail_the_admins_and_stage_never_mails_users(stack: Stack, mail_s
     before = urls.read_text(), settings.read_text()
     local = f'\nEMAIL_HOST = "127.0.0.1"\nEMAIL_PORT = {SMTP_PORT}\nADMINS = [("ops", {ADMIN!r})]\n'
     try:
-        stack.as_user("python3", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", urls, MAIL_URLS)
-        stack.as_user("python3", "-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2])", settings, local)
+        stack.write(urls, MAIL_URLS)
+        stack.write(settings, local, append=True)
         stack.as_user(stack.project / "bin/appctl.sh", "reload")
         wait_until(lambda: stack.https_get("/mail-user/")[0] == 200, "the app with the new routes")
         status, _, body = stack.https_get("/boom/")
@@ -549,8 +549,8 @@ def test_errors_mail_the_admins_and_stage_never_mails_users(stack: Stack, mail_s
         expected = [ADMIN] if kind == "stage" else [USER, ADMIN]
         assert sorted(hello.rcpt_tos) == sorted(expected), (kind, hello.rcpt_tos)
     finally:
-        stack.as_user("python3", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", urls, before[0])
-        stack.as_user("python3", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", settings, before[1])
+        stack.write(urls, before[0])
+        stack.write(settings, before[1])
         stack.as_user(stack.project / "bin/appctl.sh", "reload")
         wait_until(lambda: stack.https_get("/mail-user/")[0] == 404, "the app as it was")
 

@@ -39,6 +39,11 @@ class Stack:
             return run(command, cwd=self.project)
         return subprocess.run(command, cwd=self.project, capture_output=True, text=True)
 
+    def write(self, path: Path, text: str, append: bool = False) -> None:
+        """Write (or append to) a file of the install as the project user, as an editor would."""
+        code = f"import sys; open(sys.argv[1], {'a' if append else 'w'!r}).write(sys.argv[2])"
+        self.as_user("python3", "-c", code, path, text)
+
     def deploytool(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """bin/deploytool as the project user, as the README says (the venv env3.11 is the shared one)."""
         return self.as_user(self.project / "bin/deploytool", *args, check=check)

@@ -243,13 +243,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     say("backup", f"backing up {install.site} ({install.install_type}) into {install.backup_dir} ...")
     started = datetime.datetime.now(datetime.UTC)
-    previous = [b.name for b in backups.all_backups(install)[:1]]
+    previous = next((b.name for b in backups.all_backups(install)), None)  # newest first
     backup = take(install, args.label, args.with_secrets, report=lambda line: say("backup", line))
     seconds = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
     say("backup", f"{backup.name}: {backups.human(backup.size())} in {seconds:.1f} s")
     if args.copy_to:
         try:
-            where = copy_to(backup, args.copy_to, args.ssh_config, previous[0] if previous else None)
+            where = copy_to(backup, args.copy_to, args.ssh_config, previous)
         except DeployError as error:
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             raise DeployError(

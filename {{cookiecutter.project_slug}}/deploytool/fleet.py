@@ -297,10 +297,14 @@ def preflight(
 
 
 # ---- one command on every host ----------------------------------------------------------------
+def deploytool_line(install: Install, argv: list[str]) -> str:
+    """`deploytool ARGV` with the install's venv, as a host runs it in its install root."""
+    return shlex.join([f"{install.venv_name}/bin/python", "-m", "deploytool", *argv])
+
+
 def remote_deploytool(install: Install, host: Host, argv: list[str]) -> str:
     """`deploytool ARGV` in the host's install root, as its project user."""
-    command = shlex.join([f"{install.venv_name}/bin/python", "-m", "deploytool", *argv])
-    return f"cd {shlex.quote(str(host.root))} && exec {command}"
+    return f"cd {shlex.quote(str(host.root))} && exec {deploytool_line(install, argv)}"
 
 
 def on_hosts(install: Install, names: str, ssh_config: Path | None, argv: list[str]) -> int:
@@ -350,12 +354,10 @@ def on_hosts(install: Install, names: str, ssh_config: Path | None, argv: list[s
 def deploy_command(install: Install, host: Host, revision: str | None, health_timeout: float) -> str:
     """The host's own deploy, in its install root. Through `tee -p`, which ignores a closed
     SSH channel: the deploy never dies of a broken pipe half-way; the log keeps its output."""
-    deploy = [f"{install.venv_name}/bin/python", "-m", "deploytool", "deploy"]
-    deploy += [revision] if revision else []
-    deploy += ["--health-timeout", f"{health_timeout:g}"]
+    deploy = ["deploy", *([revision] if revision else []), "--health-timeout", f"{health_timeout:g}"]
     script = (
         f"cd {shlex.quote(str(host.root))} || exit 2; "
-        f"{shlex.join(deploy)} 2>&1 | tee -p -a {LOG}; exit ${{PIPESTATUS[0]}}"
+        f"{deploytool_line(install, deploy)} 2>&1 | tee -p -a {LOG}; exit ${{PIPESTATUS[0]}}"
     )
     return f"bash -c {shlex.quote(script)}"
 
