@@ -146,11 +146,12 @@ def test_down_on_a_server_install_is_refused_and_touches_nothing(baked: Stack) -
 # ---- systemd and tmpfiles.d ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unit_of", ["app", "backup"])
+@pytest.mark.parametrize("unit_of", ["app", "backup", "clearsessions", "watch"])
 def test_systemd_unit_verifies_and_is_hardened(baked: Stack, unit_of: str) -> None:
-    name = baked.env["SERVICE"] if unit_of == "app" else f"{baked.site}_backup"
+    """The app's unit and each scheduled job's service and timer (etc/templates/jobs.ini)."""
+    name = baked.env["SERVICE"] if unit_of == "app" else f"{baked.site}_{unit_of}"
     unit = baked.project / "etc/systemd/system" / f"{name}.service"
-    units = [unit, unit.with_suffix(".timer")] if unit_of == "backup" else [unit]  # the timer starts it
+    units = [unit, unit.with_suffix(".timer")] if unit_of != "app" else [unit]  # the timer starts it
     verify = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
     security = run([tool("systemd-analyze"), "security", "--offline=true", unit])

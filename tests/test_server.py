@@ -314,12 +314,12 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             journey.step("start postgresql", start_database)
             out = journey.step("user part", user_part, user=USER)
             assert "applied migrations" in out and "next: as root" in out, out
-            # As root: the app server under its manager, nginx with the bootstrap site.
-            start = (
-                f"systemctl daemon-reload && systemctl enable --now {service} {DOMAIN}_{cache} {DOMAIN}_backup.timer"
-                if manager == "systemd"
-                else "systemctl daemon-reload && supervisorctl reread && supervisorctl update"
-            )
+            # As root: what the user part said to run (the app server under its manager, its
+            # cache server, the jobs' timers), then nginx with the bootstrap site.
+            start = out.split("next: as root: ", 1)[1].split(";", 1)[0]
+            if manager == "systemd":
+                jobs = " ".join(f"{DOMAIN}_{job}.timer" for job in ("backup", "clearsessions", "watch"))
+                assert start == f"systemctl daemon-reload && systemctl enable --now {service} {DOMAIN}_{cache} {jobs}"
             journey.step("start app", f"{start} && nginx -t -q && systemctl reload nginx")
             if manager == "systemd":
                 assert journey.active(service) == ["active"]
@@ -376,7 +376,8 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             if manager == "systemd":
                 backup_timer_fires(journey, folder)
             else:
-                line = (server.root / f"etc/cron.d/{DOMAIN.replace('.', '_')}_backup").read_text().splitlines()[-1]
+                lines = (server.root / f"etc/cron.d/{DOMAIN.replace('.', '_')}_jobs").read_text().splitlines()
+                (line,) = [line for line in lines if " bin/deploytool backup " in line]
                 command = line.split(f" {USER} ", 1)[1]
                 journey.step("backup cron line", command, user=USER)
             made = [path for path in folder.iterdir() if (path / "manifest.json").is_file()]

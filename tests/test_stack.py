@@ -4,6 +4,7 @@ a browser, curl and the servers' own clients. Only loopback, only the install's 
 from __future__ import annotations
 
 import base64
+import datetime
 import gzip
 import hashlib
 import http.client
@@ -553,6 +554,127 @@ def test_errors_mail_the_admins_and_stage_never_mails_users(stack: Stack, mail_s
         stack.write(settings, before[1])
         stack.as_user(stack.project / "bin/appctl.sh", "reload")
         wait_until(lambda: stack.https_get("/mail-user/")[0] == 404, "the app as it was")
+
+
+# ---- watch: alerts mailed once per problem ----------------------------------------------------
+
+
+def served_der(stack: Stack) -> bytes:
+    context = ssl.create_default_context(cafile=str(stack.ca))
+    with socket.create_connection(("127.0.0.1", stack.https), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=stack.site) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der
+    return der
+
+
+def serve_certificate(stack: Stack, fullchain: str, key: str) -> None:
+    """Put a certificate where the sandbox's nginx reads it, reload nginx (HUP), and wait
+    until it is served."""
+    folder = stack.sandbox / f"etc/ssl/sandbox/{stack.site}"
+    stack.write(folder / "privkey.pem", key)
+    stack.write(folder / "fullchain.pem", fullchain)
+    os.kill(int((stack.sandbox / "run/nginx.pid").read_text().split()[0]), signal.SIGHUP)
+    wanted = ssl.PEM_cert_to_DER_cert(fullchain)
+    wait_until(lambda: served_der(stack) == wanted, "nginx serving the new certificate")
+
+
+def short_lived_certificate(stack: Stack, folder: Path, days: int) -> tuple[str, str]:
+    """A certificate of the sandbox CA for the site that ends in ``days`` days."""
+    ca = stack.ca
+    key, csr, cert = folder / "key.pem", folder / "site.csr", folder / "cert.pem"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run(["openssl", "req", "-new", *ec, "-subj", f"/CN={stack.site}", "-keyout", key, "-out", csr])
+    extensions = folder / "san.cnf"
+    extensions.write_text(f"subjectAltName=DNS:{stack.site}\n")
+    run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca.with_suffix(".key"),
+            "-CAcreateserial",
+            "-CAserial",
+            folder / "serial",
+            "-days",
+            str(days),
+            "-extfile",
+            extensions,
+            "-out",
+            cert,
+        ]
+    )
+    return cert.read_text(), key.read_text()
+
+
+def subjects(inbox: Inbox) -> list[str]:
+    found = []
+    for mail in inbox.mails:
+        head = mail.original_content.split(b"\r\n\r\n", 1)[0].decode()
+        found += [line[len("Subject: ") :] for line in head.splitlines() if line.startswith("Subject: ")]
+    return found
+
+
+def test_watch_mails_each_problem_once_and_when_it_is_fixed(stack: Stack, mail_server: Inbox) -> None:
+    """`deploytool watch` as its job runs it: a certificate 5 days from its end and a stale
+    backup are mailed to ADMINS once each, not again on the next run, and once more when fixed."""
+    if stack.env["INSTALL_TYPE"] == "dev":
+        pytest.skip("dev writes its mails to files (the e-mail test covers that): watch is checked over SMTP")
+    settings = stack.project / "etc/settings_local.py"
+    folder = stack.sandbox / f"etc/ssl/sandbox/{stack.site}"
+    before = settings.read_text(), (folder / "fullchain.pem").read_text(), (folder / "privkey.pem").read_text()
+    backups = stack.project / "backups"
+    held = Path(tempfile.mkdtemp(prefix="held-", dir=backups.resolve().parent))
+    shutil.chown(held, stack.user)
+    local = f'\nEMAIL_HOST = "127.0.0.1"\nEMAIL_PORT = {SMTP_PORT}\nADMINS = [("ops", {ADMIN!r})]\n'
+    try:
+        stack.write(settings, local, append=True)
+        for old in backups.iterdir():  # earlier tests' backups, out of the way
+            old.rename(held / old.name)
+        made = backup_name(stack.deploytool("backup").stdout)
+        stale = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3)).strftime("%Y%m%dT%H%M%SZ")
+        (backups / made).rename(backups / (stale + made[16:]))
+        with tempfile.TemporaryDirectory() as tmp:
+            serve_certificate(stack, *short_lived_certificate(stack, Path(tmp), days=5))
+
+        first = stack.deploytool("watch", check=False)
+        assert first.returncode == 1, first.stdout + first.stderr
+        expiring = r"critical: the certificate served for \S+ expires in [45]\.\d days"
+        assert re.search(expiring, first.stdout), first.stdout
+        told = [s for s in subjects(mail_server) if " disk:" not in s]  # a full disk here is real
+        assert sorted(told) == sorted(f"[Django] {stack.site}: CRITICAL {what}" for what in ("certificate", "backup"))
+        assert all(mail.rcpt_tos == [ADMIN] for mail in mail_server.mails)
+        state = stack.project / "data/watch.json"
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
+        assert sorted(json.loads(state.read_text())["problems"])[:2] == ["backup", "certificate"]
+
+        count = len(mail_server.mails)
+        again = stack.deploytool("watch", check=False)
+        assert again.returncode == 1 and "told at" in again.stdout, again.stdout
+        time.sleep(0.5)  # a mail of this run would have arrived: the server is on loopback
+        assert len(mail_server.mails) == count, subjects(mail_server)[count:]
+
+        serve_certificate(stack, before[1], before[2])
+        stack.deploytool("backup")
+        fixed = stack.deploytool("watch", check=False)
+        assert "recovered: certificate" in fixed.stdout and "recovered: backup" in fixed.stdout, fixed.stdout
+        recovered = subjects(mail_server)[count:]
+        assert sorted(recovered) == sorted(
+            f"[Django] {stack.site}: RECOVERED {what}" for what in ("backup", "certificate")
+        )
+        assert "certificate" not in json.loads(state.read_text())["problems"]
+    finally:
+        stack.write(settings, before[0])
+        if served_der(stack) != ssl.PEM_cert_to_DER_cert(before[1]):
+            serve_certificate(stack, before[1], before[2])
+        for old in held.iterdir():
+            old.rename(backups / old.name)
+        held.rmdir()
 
 
 # ---- the maintenance page ----------------------------------------------------------------------

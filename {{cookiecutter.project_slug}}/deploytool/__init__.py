@@ -11,12 +11,12 @@ above everything it uses. A test of the template parses the imports and keeps th
     addresses, files, proc, progress, sizing, sockets  addresses; file writes; programs; steps; workers; /proc/net
     project, localsettings                 the answers (etc/project.json); settings_local.py, parsed
     layout                                 every name, path and port of an install
-    certificates, dedicated, history       the site's certificate; PostgreSQL/Redis/memcached; data/deploy.json
+    certificates, dedicated, history, jobs  the certificate; the dedicated servers; data/deploy.json; jobs.ini
     backups, migrations                    backups/: manifests, checks, retention; manage.py, migration state
     nginx, probe                           nginx: its sites, test, reload; asking the site and the app server
     render                                 etc/templates/ -> etc/ (`render`)
     configcheck, init, portmap, fleet, backup, maintenance  `check`; `init`; `ports`; fleet hosts; `backup`; the page
-    install                                the system and user parts (`install`)
+    install, watch                         the system and user parts (`install`); alerts (`watch`)
     acme, deploy, restore, sandbox, logs, manage  `cert`; `deploy`; `restore`; `up`, `down`, `status`; `logs`; `manage`
     __main__                               the command table
 """

@@ -26,6 +26,7 @@ from . import (
     render,
     restore,
     sandbox,
+    watch,
 )
 from .errors import DeployError
 from .layout import CODE_ROOT
@@ -51,6 +52,7 @@ COMMANDS: dict[str, Command] = {
     "logs": Command(logs.HELP, logs.run, logs.arguments),
     "manage": Command(manage.HELP, manage.run, manage.arguments),
     "maintenance": Command(maintenance.HELP, maintenance.run, maintenance.arguments),
+    "watch": Command(watch.HELP, watch.run),
     "up": Command(sandbox.UP, sandbox.run_up),
     "down": Command(sandbox.DOWN, sandbox.run_down),
     "status": Command(sandbox.STATUS, sandbox.run_status),

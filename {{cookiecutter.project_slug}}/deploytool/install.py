@@ -27,6 +27,7 @@ from .dedicated import PostgreSQL, for_install, for_templates
 from .errors import DeployError
 from .files import open_no_links, prune, read_user_file, write_atomic
 from .init import close_database, make_links
+from .jobs import load as load_jobs
 from .layout import CODE_ROOT, NGINX_GROUP, NGINX_USER, Install, ensure_private_dir
 from .render import outputs, render, render_all
 
@@ -344,7 +345,10 @@ def next_step(install: Install, part: str) -> str:
             "(venv, requirements, migrate, collectstatic)"
         )
     if install.project.process_manager == "systemd":
-        start = f"systemctl daemon-reload && systemctl enable --now {install.service} {install.backup_unit}.timer"
-    else:
-        start = f"systemctl daemon-reload && supervisorctl reread && supervisorctl update {install.service}"
+        # the app, its cache server (PostgreSQL runs already: migrate needed it), the jobs' timers
+        caches = [install.service_of(server.name) for server in for_install(install) if server.name != "postgresql"]
+        timers = [f"{job.unit(install)}.timer" for job in load_jobs(install)]
+        start = f"systemctl daemon-reload && systemctl enable --now {' '.join([install.service, *caches, *timers])}"
+    else:  # the install's own supervisord (it runs the app) and its servers; cron runs the jobs
+        start = "systemctl daemon-reload && supervisorctl reread && supervisorctl update"
     return f"as root: {start}; then, as root, `deploytool cert` for the site's certificate"

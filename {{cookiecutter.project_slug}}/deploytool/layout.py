@@ -242,14 +242,9 @@ class Install:
         return self.root / self.project.project_slug / "settings_local.py"
 
     @property
-    def backup_unit(self) -> str:
-        """systemd service and timer of the daily backup."""
-        return f"{self.site}_backup"
-
-    @property
-    def backup_cron(self) -> str:
-        """/etc/cron.d/ file of the daily backup (supervisor installs): cron skips names with a dot."""
-        return self.backup_unit.replace(".", "_")
+    def jobs_cron(self) -> str:
+        """/etc/cron.d/ file of the scheduled jobs (supervisor installs): cron skips names with a dot."""
+        return f"{self.site}_jobs".replace(".", "_")
 
     @property
     def supervisord_conf(self) -> Path:

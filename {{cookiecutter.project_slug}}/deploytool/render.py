@@ -16,6 +16,8 @@ import jinja2
 from .certificates import site_cert_dir
 from .dedicated import for_templates
 from .files import prune, write_atomic
+from .jobs import Job
+from .jobs import load as load_jobs
 from .layout import NGINX_GROUP, Install
 
 TEMPLATES = Path("etc/templates")
@@ -60,9 +62,9 @@ OUTPUTS: dict[str, Output] = {
     "systemd/memcached.service.j2": Output(
         "systemd/system/{site}_memcached.service", "systemd unit of the install's own memcached"
     ),
-    "systemd/backup.service.j2": Output("systemd/system/{backup_unit}.service", "systemd service of the daily backup"),
-    "systemd/backup.timer.j2": Output("systemd/system/{backup_unit}.timer", "systemd timer of the daily backup"),
-    "supervisor/backup.cron.j2": Output("cron.d/{backup_cron}", "cron job of the daily backup"),
+    "systemd/job.service.j2": Output("systemd/system/{site}_{job}.service", "systemd service of the job {job}"),
+    "systemd/job.timer.j2": Output("systemd/system/{site}_{job}.timer", "systemd timer of the job {job}"),
+    "supervisor/jobs.cron.j2": Output("cron.d/{jobs_cron}", "cron lines of the scheduled jobs"),
     "supervisor/supervisord.conf.j2": Output(
         "supervisor/supervisord.conf", "the install's own supervisord, run as the project user"
     ),
@@ -81,6 +83,8 @@ OUTPUTS: dict[str, Output] = {
     ),
 }
 EXECUTABLE = {"letsencrypt/deploy-hook.sh.j2"}
+# Rendered once per job of etc/templates/jobs.ini: outputs() keys them "<template>@<job>".
+PER_JOB = {"systemd/job.service.j2", "systemd/job.timer.j2"}
 
 # Only a sandbox runs its own nginx; a server keeps Debian's main configs.
 SANDBOX_OUTPUTS: dict[str, Output] = {
@@ -141,6 +145,7 @@ def context(install: Install, **overrides: Any) -> dict[str, Any]:
         "log_dir": install.log_dir,
         "nginx_dir": install.nginx_dir,
         "nginx_group": NGINX_GROUP,
+        "jobs": load_jobs(install),
         # the dedicated servers' units: their host and port come from settings_local.py,
         # which init renders first (from a context without them)
         "dedicated": for_templates(install) if install.settings_local.exists() else {},
@@ -155,21 +160,31 @@ def render_text(install: Install, template: str, **overrides: Any) -> str:
     return with_header(text, header(install, template, {**OUTPUTS, **SANDBOX_OUTPUTS}[template].what))
 
 
+def template_of(key: str) -> tuple[str, str]:
+    """An outputs() key as (template, job): the job is "" for a template rendered once."""
+    template, _, job = key.partition("@")
+    return template, job
+
+
 def outputs(install: Install) -> dict[str, Path]:
-    """Templates this project has -> where their rendered copy goes."""
+    """Templates this project has -> where their rendered copy goes; a template rendered
+    per job appears once per job, as "<template>@<job>"."""
     names = {
         "site": install.site,
         "service": install.service,
         "final_site": install.final_site,
         "bootstrap_site": install.bootstrap_site,
-        "backup_unit": install.backup_unit,
-        "backup_cron": install.backup_cron,
+        "jobs_cron": install.jobs_cron,
     }
-    return {
-        template: install.etc_dir / output.target.format(**names)
-        for template, output in all_outputs(install).items()
-        if (install.templates / template).is_file()
-    }
+    jobs = [job.name for job in load_jobs(install)]
+    found: dict[str, Path] = {}
+    for template, output in all_outputs(install).items():
+        if not (install.templates / template).is_file():
+            continue
+        for job in jobs if template in PER_JOB else [""]:
+            key = f"{template}@{job}" if job else template
+            found[key] = install.etc_dir / output.target.format(**names, job=job)
+    return found
 
 
 def all_outputs(install: Install) -> dict[str, Output]:
@@ -181,13 +196,14 @@ def render_all(install: Install) -> dict[Path, tuple[str, int]]:
     install.check_socket_paths()
     env, values = environment(install), context(install)  # once: the context reads settings_local.py
     described = all_outputs(install)
-    return {
-        path: (
-            with_header(env.get_template(template).render(values), header(install, template, described[template].what)),
-            0o755 if template in EXECUTABLE else 0o644,
-        )
-        for template, path in outputs(install).items()
-    }
+    jobs: dict[str, Job] = {job.name: job for job in values["jobs"]}
+    texts = {}
+    for key, path in outputs(install).items():
+        template, job = template_of(key)
+        text = env.get_template(template).render({**values, "job": jobs.get(job)})
+        what = described[template].what.format(job=job)
+        texts[path] = (with_header(text, header(install, template, what)), 0o755 if template in EXECUTABLE else 0o644)
+    return texts
 
 
 def render(install: Install) -> list[Path]:
