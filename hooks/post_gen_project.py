@@ -14,6 +14,7 @@ ANSWERS = {
     "process_manager": "{{ cookiecutter.process_manager }}",
     "database": "{{ cookiecutter.database }}",
     "cache": "{{ cookiecutter.cache }}",
+    "worker": "{{ cookiecutter.worker }}",
 }
 INSTALL_TYPE = "{{ cookiecutter.install_type }}"
 
@@ -36,6 +37,16 @@ PRUNE = {
         "none": ["etc/templates/systemd/redis.service.j2", "etc/templates/systemd/memcached.service.j2"],
         "redis": ["etc/templates/systemd/memcached.service.j2"],
         "memcached": ["etc/templates/systemd/redis.service.j2"],
+    },
+    "worker": {
+        "none": [
+            "{{ cookiecutter.project_slug }}/celery.py",
+            "{{ cookiecutter.project_slug }}/tasks.py",
+            "bin/workerctl.sh",
+            "etc/templates/systemd/worker.service.j2",
+            "etc/templates/supervisor/worker.conf.j2",
+        ],
+        "celery": [],
     },
 }
 

@@ -32,7 +32,9 @@ DEPENDENCIES = {"django", "asgiref", "sqlparse", "uwsgi", "uwsgidecorators", "gu
                 "pytest", "_pytest", "py", "pluggy", "iniconfig", "pygments", "pytest_django", "ruff", "fabric",
                 "paramiko", "invoke", "cryptography", "bcrypt", "nacl", "_sodium", "cffi", "_cffi_backend",
                 "pycparser", "decorator", "deprecated", "wrapt", "typing_extensions", "pip", "setuptools",
-                "pkg_resources", "_distutils_hack", "debian", "tzdata"}
+                "pkg_resources", "_distutils_hack", "debian", "tzdata", "celery", "kombu", "billiard", "vine",
+                "amqp", "click", "click_didyoumean", "click_plugins", "click_repl", "dateutil", "prompt_toolkit",
+                "six", "tzlocal", "wcwidth"}
 # Accounts the distribution or a service already owns; services never run as root.
 SYSTEM_USERS = {"root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
                 "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt", "messagebus", "sshd",
@@ -190,6 +192,7 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     choice("process_manager", "systemd", "supervisor"),
     choice("database", "sqlite", "postgresql"),
     choice("cache", "none", "redis", "memcached"),
+    choice("worker", "none", "celery"),
     ("admin_basic_auth", lambda value: isinstance(value, bool), "must be a boolean: true or false"),
     ("hsts_subdomains", lambda value: isinstance(value, bool), "must be a boolean: true or false"),
     ("certbot_email", is_email_or_empty, "must be empty or an e-mail address (one '@', no spaces)"),
@@ -204,6 +207,13 @@ RULES: tuple[tuple[str, Check, str], ...] = (
     ("backup_keep_daily", counts(1, 3660), "must be a whole number of days from 1 to 3660"),
     ("backup_keep_weekly", counts(0, 520), "must be a whole number of weeks from 0 to 520"),
     ("backup_keep_monthly", counts(0, 120), "must be a whole number of months from 0 to 120"),
+)
+
+# Rules between answers, checked once each answer is valid on its own: (answer, check of
+# all the answers, rule).
+COMBINATIONS: tuple[tuple[str, Callable[[dict[str, object]], bool], str], ...] = (
+    ("worker", lambda answers: answers.get("worker") != "celery" or answers.get("cache") == "redis",
+     "celery needs cache=redis: the install's own Redis is the worker's broker and result store"),
 )
 # fmt: on
 
@@ -221,6 +231,9 @@ def errors(answers: dict[str, object]) -> list[str]:
         value = answers.get(answer)
         if answer not in found and not check(value):
             found[answer] = f"{answer}={shown(value)}: {rule}"
+    for answer, combined, rule in COMBINATIONS:
+        if not found and not combined(answers):
+            found[answer] = f"{answer}={shown(answers.get(answer))}: {rule}"
     return list(found.values())
 
 

@@ -84,7 +84,16 @@ def test_every_answer_has_a_rule_and_every_choice_passes() -> None:
     for key, choices in spec.items():
         if isinstance(choices, list) and not key.startswith("_"):
             for value in choices:
-                assert hook.errors(answers(**{key: value})) == [], (key, value)
+                needs = {"cache": "redis"} if (key, value) == ("worker", "celery") else {}  # its broker
+                assert hook.errors(answers(**{key: value, **needs})) == [], (key, value)
+
+
+def test_celery_without_its_redis_is_one_clear_error() -> None:
+    """A rule between answers: the worker's broker is the install's own Redis."""
+    assert hook.errors(answers(worker="celery", cache="memcached")) == [
+        "worker=celery: celery needs cache=redis: the install's own Redis is the worker's broker and result store"
+    ]
+    assert hook.errors(answers(worker="celery", cache="redis")) == []
 
 
 @pytest.mark.parametrize(
@@ -198,6 +207,7 @@ BAD = [
     ({"backup_keep_daily": 0}, "backup_keep_daily=0: must be a whole number of days from 1 to 3660"),
     ({"backup_keep_weekly": "four"}, "backup_keep_weekly=four: must be a whole number of weeks from 0 to 520"),
     ({"backup_keep_monthly": -1}, "backup_keep_monthly=-1: must be a whole number of months from 0 to 120"),
+    ({"worker": "celery"}, "worker=celery: celery needs cache=redis"),  # the default cache is none
 ]
 
 

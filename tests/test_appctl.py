@@ -253,7 +253,8 @@ def test_cookiecutter_copies_the_script_verbatim() -> None:
 def test_refuses_root_and_names_the_user(tmp_path: Path) -> None:
     (tmp_path / "bin").mkdir()
     (tmp_path / "etc").mkdir()
-    shutil.copy2(CTL, tmp_path / "bin")
+    for name in ("appctl.sh", "ctl-common.sh"):  # the script and what it sources
+        shutil.copy2(GENERATED / "bin" / name, tmp_path / "bin")
     marker = tmp_path / "sourced"
     # A line only sourcing would run: as root the file must be read, never run.
     (tmp_path / "etc" / "env.conf").write_text(f"PROJECT_USER=someone\ntouch {marker}\n")
@@ -268,7 +269,7 @@ def test_the_old_name_still_works(tmp_path: Path) -> None:
     """bin/uwsgictl.sh, the script's first name, runs bin/appctl.sh with the same arguments."""
     (tmp_path / "bin").mkdir()
     (tmp_path / "etc").mkdir()
-    for name in ("appctl.sh", "uwsgictl.sh"):
+    for name in ("appctl.sh", "ctl-common.sh", "uwsgictl.sh"):
         shutil.copy2(GENERATED / "bin" / name, tmp_path / "bin")
     (tmp_path / "etc" / "env.conf").write_text("PROJECT_USER=someone\n")
     old = subprocess.run([str(tmp_path / "bin" / "uwsgictl.sh"), "status"], capture_output=True, text=True)
@@ -282,7 +283,8 @@ def test_missing_env_conf_says_how_to_make_it(project_user: str) -> None:
     try:
         base.chmod(0o755)
         (base / "bin").mkdir()
-        shutil.copy2(CTL, base / "bin")
+        for name in ("appctl.sh", "ctl-common.sh"):
+            shutil.copy2(GENERATED / "bin" / name, base / "bin")
         proc = subprocess.run(
             ["runuser", "-u", project_user, "--", str(base / "bin" / "appctl.sh"), "status"],
             capture_output=True,

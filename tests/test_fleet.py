@@ -198,7 +198,8 @@ def fleet(project_user: str, project_venv: Path) -> Iterator[Fleet]:
             (root / "env3.11").symlink_to(project_venv)
             run(["chown", "-h", f"{project_user}:{project_user}", root / "env3.11"])
             node = Node(host, network, root, project_user)
-            node.deploytool("init", "--install-type", "dev", "--app-bind", address)
+            jobs = "on" if host == "web1" else "off"  # the scheduled jobs on one host only
+            node.deploytool("init", "--install-type", "dev", "--app-bind", address, "--jobs", jobs)
             web[host] = node
 
         ssh, host_keys, authorized = make_ssh(base, project_user)
@@ -373,6 +374,30 @@ def test_rolling_deploy_under_load_loses_nothing(fleet: Fleet) -> None:
     assert set(fleet.burst(1).revisions) == {revision[:12]}  # every host runs it
     log = (fleet.web["web1"].root / "logs/deploy.log").read_text()
     assert f"{revision[:12]} is live" in log  # the host keeps its own record of the output
+
+
+def test_the_scheduled_jobs_run_on_one_host_only(fleet: Fleet) -> None:
+    """web1 runs the jobs (their timers are rendered there), web2 has none; a roll-out over
+    two hosts that would both run them is refused before any deploy."""
+    units = {
+        host: sorted(p.name for p in (node.root / "etc/systemd/system").glob("*.timer"))
+        for host, node in fleet.web.items()
+    }
+    site = fleet.site
+    assert units == {"web1": [f"{site}_{job}.timer" for job in ("backup", "clearsessions", "watch")], "web2": []}, units
+    web2 = fleet.web["web2"]
+    before = {host: node.head() for host, node in fleet.web.items()}
+    sandbox = ["--system-root", str(web2.root / ".sandbox")]  # `up` made it a sandbox: it stays one
+    web2.deploytool("init", "--install-type", "dev", *sandbox, "--jobs", "on")
+    try:
+        proc, _ = fleet.deploy("--hosts", "web1,web2")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "nothing was deployed: web1 and web2 all run the scheduled jobs" in proc.stderr, proc.stderr
+        assert "--jobs off" in proc.stderr and len(proc.stderr.splitlines()) == 1
+        assert {host: node.head() for host, node in fleet.web.items()} == before
+    finally:
+        web2.deploytool("init", "--install-type", "dev", *sandbox, "--jobs", "off")
+    assert not list((web2.root / "etc/systemd/system").glob("*.timer"))  # render removed them
 
 
 def test_a_failing_host_stops_the_roll_out_and_the_site_keeps_serving(fleet: Fleet) -> None:

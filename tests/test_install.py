@@ -27,8 +27,10 @@ BLOCK = BLOCKS["install"]
 
 @pytest.fixture
 def baked(project_user: str, project_venv: Path) -> Iterator[Stack]:
-    """A baked project (a server install: system root /), not running."""
-    project = bake_for_user(project_user, project_venv, port_block_start=BLOCK, install_type="pro")
+    """A baked project (a server install: system root /, with Redis and a Celery worker), not running."""
+    project = bake_for_user(
+        project_user, project_venv, port_block_start=BLOCK, install_type="pro", cache="redis", worker="celery"
+    )
     yield Stack(project, project_user)
     run(["rm", "-rf", project.parent])
 
@@ -146,12 +148,12 @@ def test_down_on_a_server_install_is_refused_and_touches_nothing(baked: Stack) -
 # ---- systemd and tmpfiles.d ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unit_of", ["app", "backup", "clearsessions", "watch"])
+@pytest.mark.parametrize("unit_of", ["app", "celery", "backup", "clearsessions", "watch"])
 def test_systemd_unit_verifies_and_is_hardened(baked: Stack, unit_of: str) -> None:
-    """The app's unit and each scheduled job's service and timer (etc/templates/jobs.ini)."""
+    """The app's and the worker's units, each scheduled job's service and timer (jobs.ini)."""
     name = baked.env["SERVICE"] if unit_of == "app" else f"{baked.site}_{unit_of}"
     unit = baked.project / "etc/systemd/system" / f"{name}.service"
-    units = [unit, unit.with_suffix(".timer")] if unit_of != "app" else [unit]  # the timer starts it
+    units = [unit] if unit_of in ("app", "celery") else [unit, unit.with_suffix(".timer")]  # the timer starts it
     verify = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
     security = run([tool("systemd-analyze"), "security", "--offline=true", unit])

@@ -157,6 +157,33 @@ def test_deploy_under_load_puts_the_new_revision_live(lifecycle: Lifecycle) -> N
     assert f"template    dj-layout {stack.answers['template_version']}" in status
 
 
+def test_a_task_running_through_a_deploy_finishes_exactly_once(lifecycle: Lifecycle) -> None:
+    """worker=celery: a deploy under load while a 10-second task runs restarts the worker
+    gracefully (warm shutdown after the web reload): the task completes once, no request fails."""
+    stack = lifecycle.stack
+    log = stack.project / "logs/celery.log"
+    queue = f"from {lifecycle.slug}.tasks import record_visit; print(record_visit.delay(10).id)"
+    task = stack.deploytool("manage", "shell", "-c", queue).stdout.split()[-1]  # after the shell's own line
+    deadline = time.monotonic() + 30
+    while f"[{task}] received" not in log.read_text():
+        assert time.monotonic() < deadline, "the worker never took the task"
+        time.sleep(0.2)
+    readme = lifecycle.source("README.md")
+    revision = lifecycle.commit("A revision while a task runs", **{"README.md": readme + "\nA task ran.\n"})
+    with load(stack) as traffic:
+        proc, seconds = lifecycle.deploy()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    traffic.assert_nothing_failed(least=100)
+    assert f"{revision[:12]} is live" in proc.stdout
+    restarted = r"^deploy: workers\s+.*: (restarted by supervisor|started \(pid \d+, by hand)"  # sandbox: no systemd
+    assert re.search(restarted, proc.stdout, re.M), proc.stdout
+    text = log.read_text()
+    assert (text.count(f"[{task}] received"), text.count(f"[{task}] succeeded")) == (1, 1), text[-3000:]
+    # it finished before the old worker stopped: the new one's "ready" comes after it
+    assert text.index(f"[{task}] succeeded") < text.rindex(" ready."), text[-3000:]
+    print(f"deploy while a 10 s task ran: {seconds:.1f} s, {traffic.requests} requests, 0 failed")
+
+
 def test_deploy_installs_requirements_only_when_they_change(lifecycle: Lifecycle) -> None:
     requirements = lifecycle.source("requirements.txt")
     lifecycle.commit("Requirements: a comment", **{"requirements.txt": requirements + "# reviewed\n"})

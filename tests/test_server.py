@@ -269,6 +269,8 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
     # Each manager with the install's own PostgreSQL and a cache server of its own.
     cache = "redis" if manager == "systemd" else "memcached"
     answers: dict[str, object] = {"process_manager": manager, "database": "postgresql", "cache": cache}
+    if manager == "systemd":
+        answers["worker"] = "celery"  # its broker is the install's Redis
     base = Path(tempfile.mkdtemp(prefix="dj-layout-journey-"))
     ca = make_tls_ca()
     started = time.monotonic()
@@ -319,7 +321,8 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             start = out.split("next: as root: ", 1)[1].split(";", 1)[0]
             if manager == "systemd":
                 jobs = " ".join(f"{DOMAIN}_{job}.timer" for job in ("backup", "clearsessions", "watch"))
-                assert start == f"systemctl daemon-reload && systemctl enable --now {service} {DOMAIN}_{cache} {jobs}"
+                units = f"{service} {DOMAIN}_{cache} {DOMAIN}_celery {jobs}"
+                assert start == f"systemctl daemon-reload && systemctl enable --now {units}", start
             journey.step("start app", f"{start} && nginx -t -q && systemctl reload nginx")
             if manager == "systemd":
                 assert journey.active(service) == ["active"]
@@ -376,10 +379,21 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             if manager == "systemd":
                 backup_timer_fires(journey, folder)
             else:
-                lines = (server.root / f"etc/cron.d/{DOMAIN.replace('.', '_')}_jobs").read_text().splitlines()
+                # cron runs the installed line: the test's copy of it, due every minute (its
+                # own 03:15 is far), fires under the real cron daemon, as the user.
+                jobs = server.root / f"etc/cron.d/{DOMAIN.replace('.', '_')}_jobs"
+                lines = jobs.read_text().splitlines()
                 (line,) = [line for line in lines if " bin/deploytool backup " in line]
-                command = line.split(f" {USER} ", 1)[1]
-                journey.step("backup cron line", command, user=USER)
+                settings = [line for line in lines if line.startswith(("SHELL=", "PATH="))]
+                now = "\n".join([*settings, "* * * * * " + line.split(None, 5)[5], ""])
+                (server.root / "etc/cron.d/journey_backup_now").write_text(now)
+                deadline = time.monotonic() + 90
+                while not any((path / "manifest.json").is_file() for path in folder.iterdir()):
+                    log = server.sh("journalctl -n 20 -u cron", check=False).stdout
+                    assert time.monotonic() < deadline, f"cron's backup did not appear within 90 s:\n{log}"
+                    time.sleep(1)
+                (server.root / "etc/cron.d/journey_backup_now").unlink()
+                server.wait("! pgrep -f '[d]eploytool backup'", "the backup done")  # [d]: not this shell's own line
             made = [path for path in folder.iterdir() if (path / "manifest.json").is_file()]
             assert len(made) == 1 and (made[0] / "database.dump").stat().st_size > 0, made
             log = server.root / f"var/log/{USER}/{DOMAIN}/pro/backup.log"
@@ -420,6 +434,7 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
                     "reach the app server": f"python3 -c {shlex.quote(connect)}",
                     "stop the app server": f"{HOME}/bin/appctl.sh stop",
                     "stop the unit": f"systemctl stop {service}",
+                    "stop the worker": f"systemctl stop {DOMAIN}_celery",
                 }
                 for what, attack in attempts.items():
                     tried = server.sh(attack, user=SECOND_USER, check=False)
@@ -453,6 +468,8 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             assert (status, after_serial, body) == ("200", serial, f"ok {new[:12]}")
 
             killed_units = [("app server", service), ("nginx", "nginx"), ("postgresql", database)]
+            if manager == "systemd":
+                killed_units.append(("worker", f"{DOMAIN}_celery"))
             if manager == "supervisor":
                 # The project user plants a link where root's supervisord used to write the
                 # dedicated server's output: root must never write through it (it logs to the
@@ -484,6 +501,8 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             assert re.search(r"^app server +running$", status.stdout, re.M), status.stdout
             assert re.search(r"^postgresql +running$", status.stdout, re.M), status.stdout
             assert re.search(rf"^{cache} +running$", status.stdout, re.M), status.stdout
+            if manager == "systemd":  # the worker the unit started after kill -9, once it has loaded
+                server.wait(f"cd {HOME} && runuser -u {USER} -- bin/workerctl.sh status", "the new worker running")
             print(f"{manager}: the whole journey in {time.monotonic() - started:.0f} s")
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -677,6 +677,65 @@ def test_watch_mails_each_problem_once_and_when_it_is_fixed(stack: Stack, mail_s
         held.rmdir()
 
 
+# ---- the background worker (the stage stack: worker=celery) -----------------------------------
+
+
+def worker_pid(stack: Stack) -> int | None:
+    out = stack.as_user(stack.project / "bin/workerctl.sh", "status", check=False)
+    match = re.search(r"running \(pid (\d+)\)", out.stdout)
+    return int(match.group(1)) if out.returncode == 0 and match else None
+
+
+def queued_by_the_view(stack: Stack) -> str:
+    status, _, body = stack.https_request("POST", "/visits/later/")
+    assert status == 202, body[:500]
+    return body.decode().strip()
+
+
+def worker_lines(stack: Stack, task: str, what: str) -> int:
+    """How many lines of the worker's logs (the current one and the rotated one) say ``what``
+    of ``task`` (received, succeeded)."""
+    logs = [stack.project / "logs/celery.log", stack.project / "logs/celery.log.1"]
+    return sum(path.read_text().count(f"[{task}] {what}") for path in logs if path.exists())
+
+
+def test_the_worker_runs_tasks_comes_back_after_kill_and_rotates(stack: Stack) -> None:
+    """A task queued by a view runs on the worker; kill -9 of the worker: its manager starts
+    a new one; logrotate: no line lost, and no restart for it."""
+    if "WORKER_SERVICE" not in stack.env:
+        pytest.skip("only the stage stack chose worker=celery")
+    first = queued_by_the_view(stack)
+    wait_until(lambda: worker_lines(stack, first, "succeeded") == 1, "the worker running the view's task")
+    slug = stack.answers["project_slug"]
+    read = f"from {slug}.tasks import record_visit; print(record_visit.AsyncResult({first!r}).get(timeout=10))"
+    # the visit's id, as the app reads it (after the shell's own line about its imports)
+    assert int(stack.deploytool("manage", "shell", "-c", read).stdout.split()[-1]) > 0
+
+    killed = worker_pid(stack)
+    assert killed
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: worker_pid(stack) not in (None, killed), "supervisord starting a new worker", timeout=60)
+    second = queued_by_the_view(stack)
+    wait_until(lambda: worker_lines(stack, second, "succeeded") == 1, "the new worker running a task", timeout=60)
+
+    pid = worker_pid(stack)
+    conf = next((stack.sandbox / "etc/logrotate.d").iterdir())
+    stack.as_user(tool("logrotate"), "-s", stack.sandbox / "logrotate.state", "-f", conf)
+    assert (stack.project / "logs/celery.log.1").is_file()
+    third = queued_by_the_view(stack)
+    wait_until(
+        lambda: f"[{third}] succeeded" in (stack.project / "logs/celery.log").read_text(),
+        "the worker writing to the new log",
+    )
+    assert worker_pid(stack) == pid  # Celery reopened its log by itself
+    for task in (first, second, third):
+        assert (worker_lines(stack, task, "received"), worker_lines(stack, task, "succeeded")) == (1, 1), task
+    assert re.search(r"^worker +running$", stack.deploytool("status", check=False).stdout, re.M)
+    # this host runs the jobs (JOBS=on): the worker runs the install's one Celery beat too
+    rotated = (stack.project / "logs/celery.log.1").read_text()
+    assert "beat: Starting..." in rotated and (stack.project / "data/celerybeat-schedule").exists()
+
+
 # ---- the maintenance page ----------------------------------------------------------------------
 
 VISITOR = "127.0.0.2"  # a client address of loopback's that is never let through

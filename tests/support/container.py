@@ -51,6 +51,7 @@ PACKAGES = [
     "memcached",
     "procps",
     "polkitd",  # lets the project user start and stop its own unit (the system part's rule)
+    "cron",  # runs the scheduled jobs of a supervisor install
 ]
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

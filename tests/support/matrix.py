@@ -18,6 +18,7 @@ MATRIX: dict[str, dict[str, Any]] = {
         "process_manager": "supervisor",
         "database": "postgresql",
         "cache": "redis",
+        "worker": "celery",
         "admin_basic_auth": False,
         "balancing": "least_conn",
         "app_upstreams": "10.0.0.11, 10.0.0.12:60011 weight=2",
@@ -43,6 +44,10 @@ MATRIX: dict[str, dict[str, Any]] = {
         "app_server": "uwsgi",
         "process_manager": "systemd",
         "cache": "memcached",
+    },
+    "dev-uwsgi-systemd-redis-celery": {
+        "cache": "redis",
+        "worker": "celery",
     },
     "dev-gunicorn-supervisor-redis": {
         "install_type": "dev",
@@ -74,8 +79,14 @@ STACKS: dict[str, dict[str, Any]] = {
 # The stacks the lifecycle tests deploy to: the default, and the other app server under
 # the other process manager (the pairs whose stop and reload signals differ).
 LIFECYCLE: dict[str, dict[str, Any]] = {
-    "dev-uwsgi-systemd": MATRIX["default"],
-    "stage-gunicorn-supervisor": {"install_type": "stage", "app_server": "gunicorn", "process_manager": "supervisor"},
+    "dev-uwsgi-systemd": {"cache": "redis", "worker": "celery"},  # the worker by bin/workerctl.sh alone
+    "stage-gunicorn-supervisor": {
+        "install_type": "stage",
+        "app_server": "gunicorn",
+        "process_manager": "supervisor",
+        "cache": "redis",
+        "worker": "celery",  # a deploy restarts it while a task runs
+    },
 }
 
 # Who owns which block of 50 ports (dev +0, stage +10, pro +20, +30..+49 spare).

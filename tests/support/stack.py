@@ -76,12 +76,23 @@ class Stack:
     ) -> tuple[int, dict[str, str], bytes]:
         """GET over HTTPS by name, trusting only the sandbox CA (no -k), from the client
         address ``source`` (any of loopback's 127/8)."""
+        return self.https_request("GET", path, headers, host=host, source=source)
+
+    def https_request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        host: str | None = None,
+        source: str = "127.0.0.1",
+    ) -> tuple[int, dict[str, str], bytes]:
         context = ssl.create_default_context(cafile=str(self.ca))
         name = host or self.site
         raw = socket.create_connection(("127.0.0.1", self.https), timeout=10, source_address=(source, 0))
         conn = http.client.HTTPSConnection(name, self.https, context=context, timeout=10)
         conn.sock = context.wrap_socket(raw, server_hostname=self.site)
-        return _exchange(conn, "GET", path, headers)
+        return _exchange(conn, method, path, headers, body)
 
     def http_request(
         self,

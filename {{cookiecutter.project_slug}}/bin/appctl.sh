@@ -40,6 +40,9 @@ readonly COMMANDS="start stop restart reload status run reopen-logs"
 SELF=$(basename -- "${BASH_SOURCE[0]}")
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 ENV_CONF="$ROOT/etc/env.conf"
+# say, die, wait_until, pid_status, under_systemd, under_supervisor
+# shellcheck source-path=SCRIPTDIR source=ctl-common.sh
+source "$ROOT/bin/ctl-common.sh"
 # Seconds to wait for a start, a graceful stop and a reload. A stop must outlast the
 # app server's own grace period (uWSGI worker-reload-mercy, gunicorn graceful_timeout: 30).
 START_TIMEOUT=${APPCTL_START_TIMEOUT:-60}
@@ -62,13 +65,6 @@ commands:
 EOF
 }
 
-say() { printf '%s: %s\n' "$SELF" "$*"; }
-die() {
-    local status=$1
-    shift
-    printf '%s: %s\n' "$SELF" "$*" >&2
-    exit "$status"
-}
 
 refuse_root() {
     ((EUID != 0)) && return 0
@@ -214,17 +210,6 @@ check_dirs() {
 
 log_tail() { tail -n 20 "$APP_LOG" 2>/dev/null | sed 's/^/    /' >&2 || true; }
 
-# The one wait of this script: run a check every 0.1 s until it succeeds (status 0), or
-# give up after SECONDS (status 1). wait_until SECONDS COMMAND [ARGS...]
-wait_until() {
-    local tenths=$(($1 * 10)) waited=0
-    shift
-    until "$@"; do
-        ((waited >= tenths)) && return 1
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-}
 
 gone() { ! alive "$1"; }
 loaded_or_gone() { apps_loaded "$1" || gone "$1"; }
@@ -264,28 +249,8 @@ stop_pid() {
             "stop; see $APP_LOG. To end it at once: kill -INT $pid (then kill -KILL $pid)"
 }
 
-cmd_status() {
-    local pid
-    if pid=$(running_pid); then
-        say "$SERVICE: $APP_SERVER is running (pid $pid)"
-        return 0
-    fi
-    if [[ -e $PIDFILE ]]; then
-        say "$SERVICE: $APP_SERVER is not running, but its pid file $PIDFILE is left (a crash?)"
-        return 1
-    fi
-    say "$SERVICE: $APP_SERVER is stopped"
-    return 3
-}
+cmd_status() { pid_status "$SERVICE: $APP_SERVER" "$PIDFILE"; }
 
-# On a server under systemd, a start or stop by hand goes through the unit, so the app stays
-# under its manager: the system part's polkit rule lets the project user start and stop
-# that one unit (and no other). Not when systemd itself runs this script (ExecStop: it sets
-# INVOCATION_ID), nor in a sandbox, nor where the unit is not installed.
-under_systemd() {
-    [[ ${PROCESS_MANAGER:-} == systemd && $SYSTEM_ROOT == / && -z ${INVOCATION_ID:-} ]] &&
-        [[ -d /run/systemd/system ]] && systemctl cat "$SERVICE.service" >/dev/null 2>&1
-}
 
 # systemctl VERB the unit as the project user; false when polkit does not allow it.
 through_systemd() {
@@ -297,16 +262,6 @@ through_systemd() {
     return 1
 }
 
-# Under supervisor the install's own supervisord runs the app: it is the project user's (its
-# socket opens to no other account), so a start by hand asks it. Not when supervisord itself
-# runs this script (it sets SUPERVISOR_ENABLED), nor when it does not run (status 4).
-under_supervisor() {
-    [[ ${PROCESS_MANAGER:-} == supervisor && -z ${SUPERVISOR_ENABLED:-} && -f $SUPERVISOR_CONF ]] || return 1
-    command -v supervisorctl >/dev/null || return 1
-    local status=0
-    supervisorctl -c "$SUPERVISOR_CONF" status "$SERVICE" >/dev/null 2>&1 || status=$?
-    ((status == 0 || status == 3)) # running or not: it answers and has the program
-}
 
 cmd_start() {
     check_dirs
@@ -315,7 +270,7 @@ cmd_start() {
         say "$SERVICE: $APP_SERVER is already running (pid $pid)"
         return 0
     fi
-    if under_supervisor; then
+    if under_supervisor "$SERVICE"; then
         local out
         # waits startsecs (5 s), until supervisord counts the program as started
         out=$(supervisorctl -c "$SUPERVISOR_CONF" start "$SERVICE" 2>&1) ||
@@ -326,7 +281,7 @@ cmd_start() {
         say "$SERVICE: $APP_SERVER started under supervisor (pid $pid, ${APP_SOCKET:-port $PORT_APP})"
         return 0
     fi
-    if under_systemd; then
+    if under_systemd "$SERVICE"; then
         through_systemd start || return 1
         pid=$(running_pid) || die 1 "$SERVICE started, but no $APP_SERVER answers: systemctl status $SERVICE"
         say "$SERVICE: $APP_SERVER started under systemd (pid $pid, ${APP_SOCKET:-port $PORT_APP})"
@@ -360,7 +315,7 @@ cmd_stop() {
         say "$SERVICE: $APP_SERVER is not running"
         return 0
     fi
-    if under_systemd && systemctl is-active --quiet "$SERVICE.service"; then
+    if under_systemd "$SERVICE" && systemctl is-active --quiet "$SERVICE.service"; then
         through_systemd stop || return 1 # its ExecStop is this script's graceful stop
         say "$SERVICE: $APP_SERVER stopped (pid $pid) through systemd: $0 start starts it there again"
         return 0

@@ -97,6 +97,7 @@ def nginx_valid(install: Install) -> None:
 # supervisor files -> how many [program:] sections each must have (None: any number).
 SUPERVISOR_PROGRAMS: dict[str, int | None] = {
     "supervisor/app.conf.j2": 1,
+    "supervisor/worker.conf.j2": 1,
     "supervisor/install.conf.j2": 1,
     "supervisor/services.conf.j2": None,
 }

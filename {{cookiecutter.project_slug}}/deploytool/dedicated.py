@@ -149,9 +149,10 @@ class _Daemon:
 
 
 class Redis(_Daemon):
-    """A cache-only Redis: no persistence, no TCP. Its unix socket (660) is in the run dir,
-    which only the project user enters: no other local account reaches it (Redis has no
-    password here, and a password on its command line would show in ps)."""
+    """The install's Redis: a cache, and the background worker's queue with worker=celery.
+    No TCP: its unix socket (660) is in the run dir, which only the project user enters, so
+    no other local account reaches it (Redis has no password here, and a password on its
+    command line would show in ps)."""
 
     name = "redis"
 
@@ -174,11 +175,16 @@ class Redis(_Daemon):
             str(self.install.log_dir / "redis.log"),
             "--save",
             "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.install.run_dir),
+            *self.persistence,
         ]
+
+    @property
+    def persistence(self) -> list[str]:
+        """A cache needs none; a worker's queue must outlive a restart: an append-only file
+        in data/ (local data, in the backups' folder tree), synced every second."""
+        if self.install.project.worker != "celery":
+            return ["--appendonly", "no", "--dir", str(self.install.run_dir)]
+        return ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.install.data_dir)]
 
 
 class Memcached(_Daemon):

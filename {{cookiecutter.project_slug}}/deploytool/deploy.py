@@ -12,6 +12,7 @@ Run as the project user from the install (a git checkout), while the app server 
   migrate        manage.py migrate
   collectstatic  manage.py collectstatic (hashed names: the old code's files stay in place)
   reload         bin/appctl.sh reload: graceful, no request lost; refuses code that does not import
+  workers        bin/workerctl.sh restart (worker=celery): warm shutdown, running tasks finish
   health         GET https://<site>/health/ through nginx, until it answers 200 for the revision
 
 If a step after the checkout fails, the code goes back to the previous revision (git), with
@@ -58,6 +59,7 @@ from .render import render
 
 LOCK = Path("data/deploy.lock")
 HEALTH_PATH = "/health/"
+STEPS = ("checkout", "requirements", "render", "check", "migrate", "collectstatic", "reload", "workers", "health")
 REVISION = re.compile(r"[0-9a-f]{7,40}")
 
 # Exit statuses of `deploy`: live; failed and rolled back (the previous revision serves);
@@ -171,6 +173,9 @@ class Deploy:
     def reload(self) -> str:
         return app_server(self.install, "reload")
 
+    def workers(self) -> str:
+        return restart_workers(self.install)
+
     def health(self) -> str:
         return health(self.install, self.target, self.health_timeout)
 
@@ -211,6 +216,7 @@ class Deploy:
             # Always: an app server may have started workers from the new code meanwhile
             # (lazy-apps and gunicorn workers import the code on disk when they respawn).
             ("reload", True, lambda: app_server(self.install, "reload")),
+            ("workers", "workers" in self.started, lambda: restart_workers(self.install)),
             # The previous revision serving on the app server is what the rollback restores;
             # the HTTPS check of the site does not depend on the revision.
             ("health", True, lambda: health(self.install, self.previous, self.health_timeout, site=False)),
@@ -244,7 +250,7 @@ def deploy(install: Install, revision: str | None = None, health_timeout: float 
         run = Deploy(install, preflight(install), health_timeout)
         try:
             run.step("fetch", lambda: run.fetch(revision))
-            for name in ("checkout", "requirements", "render", "check", "migrate", "collectstatic", "reload", "health"):
+            for name in STEPS if install.has_worker else [step for step in STEPS if step != "workers"]:
                 run.step(name, getattr(run, name))
         except StepFailed as failure:
             return _failed(run, failure, time.monotonic() - started)
@@ -374,6 +380,13 @@ def requirements_hash(path: Path) -> str:
 def pip_install(install: Install, what: str) -> None:
     argv = [install.python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", "requirements.txt"]
     proc.run(argv, f"{what}: pip install -r requirements.txt", cwd=install.root, timeout=900)
+
+
+def restart_workers(install: Install) -> str:
+    """The worker with the code now checked out: a warm shutdown, so the running tasks
+    finish first (Celery's own limit for that: the units' 300 s)."""
+    out = proc.run([install.workerctl, "restart"], "bin/workerctl.sh restart", timeout=360)
+    return out.strip().splitlines()[-1] if out.strip() else "done"
 
 
 def app_server(install: Install, command: str) -> str:

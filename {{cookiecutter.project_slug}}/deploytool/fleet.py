@@ -17,6 +17,10 @@ Hosts are named on the command line; their details come from the inventory etc/f
     user = baz                  ; default: the project user (deploy refuses root)
     root = /home/baz/baz.example/pro   ; default: /home/<user>/<domain>/<install type>
 
+Exactly one host of a roll-out runs the scheduled jobs (and Celery beat): the others have
+JOBS=off in their env.conf (`deploytool init --jobs off`); a roll-out over two hosts that
+both run them is refused before anything is deployed.
+
 Without an inventory, the names are SSH host names. SSH is strict: a host key must already
 be in known_hosts (ssh_config's UserKnownHostsFile, default ~/.ssh/known_hosts, and
 /etc/ssh/ssh_known_hosts); an unknown or changed key stops everything before any deploy.
@@ -296,6 +300,12 @@ def preflight(
     return connections
 
 
+def runs_jobs(connection: Connection, host: Host) -> bool:
+    """Whether the host's env.conf has the scheduled jobs on (JOBS=on, or no JOBS line)."""
+    read = f"sed -n 's/^JOBS=//p' {shlex.quote(str(host.root))}/etc/env.conf"
+    return connection.run(read, hide=True, warn=True, in_stream=False).stdout.strip().strip("'\"") != "off"
+
+
 # ---- one command on every host ----------------------------------------------------------------
 def deploytool_line(install: Install, argv: list[str]) -> str:
     """`deploytool ARGV` with the install's venv, as a host runs it in its install root."""
@@ -407,6 +417,15 @@ def roll_out(
     names = ", ".join(host.name for host in hosts)
     print(f"fleet: {len(hosts)} host(s): {names}; checking SSH and installs before deploying anywhere", flush=True)
     connections = preflight(install, hosts, config)
+    running_jobs = [host.name for host in hosts if runs_jobs(connections[host.name], host)]
+    if len(running_jobs) > 1:
+        for connection in connections.values():
+            connection.close()
+        raise DeployError(
+            f"nothing was deployed: {' and '.join(running_jobs)} all run the scheduled jobs (JOBS=on in env.conf), "
+            "so each job would run on every one of them: keep it on one host, and on the others run "
+            f"bin/deploytool init --install-type {install.install_type} --jobs off"
+        )
     outcomes = [Outcome(host, before=remote_head(connections[host.name], host)) for host in hosts]
     status = ALL_LIVE
     try:

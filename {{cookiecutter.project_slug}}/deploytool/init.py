@@ -24,13 +24,15 @@ def init(
     system_root: Path = Path("/"),
     app_bind: str | None = None,
     workers: str | None = None,
+    jobs: str | None = None,
 ) -> Install:
     """env.conf, settings_local.py (fresh secrets, 600), links, local folders, rendered configs.
 
     Idempotent: local data already there (settings_local.py, htpasswd) is kept as it is;
     a missing piece of the secrets is made again, the others are left alone. Without
     ``app_bind`` the address env.conf has is kept (the unix socket in a new install);
-    likewise ``workers`` (the app server's processes; "" for the host's figure).
+    likewise ``workers`` (the app server's processes; "" for the host's figure) and ``jobs``
+    (on or off: whether this host runs the scheduled jobs).
     """
     env_conf = root / ENV_CONF
     current = Install.load(root) if env_conf.exists() else None
@@ -38,7 +40,8 @@ def init(
         app_bind = current.app_bind if current else ""
     processes = sizing.workers_setting(workers) if workers is not None else current.workers if current else None
     project = Project.load(root / PROJECT_JSON)
-    install = Install(project, root, install_type, system_root, app_bind, workers=processes)
+    runs_jobs = jobs == "on" if jobs is not None else current.jobs if current else True
+    install = Install(project, root, install_type, system_root, app_bind, workers=processes, jobs=runs_jobs)
     if install.app_bind:
         check_local_address(install.app_bind)
     if current is not None:
@@ -201,8 +204,15 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="the app server's processes (default: 2 per core within half the memory; '' for that; kept when omitted)",
     )
+    parser.add_argument(
+        "--jobs",
+        choices=["on", "off"],
+        help="whether this host runs the scheduled jobs and Celery beat: off on every host of a fleet but one "
+        "(default on; kept when omitted)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    print(summary(init(args.root, args.install_type, args.system_root.resolve(), args.app_bind, args.app_workers)))
+    root, system_root = args.root, args.system_root.resolve()
+    print(summary(init(root, args.install_type, system_root, args.app_bind, args.app_workers, args.jobs)))
     return 0

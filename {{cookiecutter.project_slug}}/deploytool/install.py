@@ -39,6 +39,7 @@ STAY_LOCAL = {
     "gunicorn.conf.py.j2",
     "supervisor/supervisord.conf.j2",  # the install's own supervisord, not the system's
     "supervisor/app.conf.j2",  # its program: in conf.d root's supervisord would run it too
+    "supervisor/worker.conf.j2",  # the worker's program, beside the app's
 }
 INSTALLED = "installed.list"  # root's record of what the system part put in place
 HTPASSWD_LINE = re.compile(rb"^[A-Za-z0-9_.@-]{1,64}:\$(6|5|2[aby]|apr1)\$[./0-9A-Za-z$]{8,200}$")
@@ -347,7 +348,8 @@ def next_step(install: Install, part: str) -> str:
     if install.project.process_manager == "systemd":
         # the app, its cache server (PostgreSQL runs already: migrate needed it), the jobs' timers
         caches = [install.service_of(server.name) for server in for_install(install) if server.name != "postgresql"]
-        timers = [f"{job.unit(install)}.timer" for job in load_jobs(install)]
+        caches += [install.worker_service] if install.has_worker else []
+        timers = [f"{job.unit(install)}.timer" for job in load_jobs(install)] if install.jobs else []
         start = f"systemctl daemon-reload && systemctl enable --now {' '.join([install.service, *caches, *timers])}"
     else:  # the install's own supervisord (it runs the app) and its servers; cron runs the jobs
         start = "systemctl daemon-reload && supervisorctl reread && supervisorctl update"

@@ -47,6 +47,9 @@ class Install:
     code_root: Path | None = None
     # The app server's processes as env.conf's APP_WORKERS sets them; None: from the host.
     workers: int | None = None
+    # Whether this host runs the scheduled jobs (and Celery beat): env.conf's JOBS. With
+    # several hosts serving one site exactly one does (`deploytool init --jobs off` elsewhere).
+    jobs: bool = True
 
     def __post_init__(self) -> None:
         if self.install_type not in ports.SLOTS:
@@ -64,7 +67,8 @@ class Install:
 
         project = Project.load(code_root / PROJECT_JSON)
         env = parse_env_conf(read_user_file(root / ENV_CONF, uid_of(project.user)).decode())
-        return cls(project, root, env.get("INSTALL_TYPE", ""), system_root, app_bind_of(env), code_root)
+        jobs = jobs_of(env)
+        return cls(project, root, env.get("INSTALL_TYPE", ""), system_root, app_bind_of(env), code_root, jobs=jobs)
 
     @classmethod
     def load(cls, root: Path) -> Install:
@@ -77,6 +81,7 @@ class Install:
             system_root=system_root_of(root, env.get("SYSTEM_ROOT", "/")),
             app_bind=app_bind_of(env),
             workers=sizing.workers_setting(env.get("APP_WORKERS", "")),
+            jobs=jobs_of(env),
         )
 
     @property
@@ -270,6 +275,29 @@ class Install:
     @property
     def ctl(self) -> Path:
         return self.root / "bin" / "appctl.sh"
+
+    # ---- the background worker (answer worker=celery) ----------------------------------
+    @property
+    def has_worker(self) -> bool:
+        return self.project.worker == "celery"
+
+    @property
+    def worker_service(self) -> str:
+        """systemd unit or supervisor program of the worker (<site>_celery)."""
+        return self.service_of("celery")
+
+    @property
+    def workerctl(self) -> Path:
+        return self.root / "bin" / "workerctl.sh"
+
+    @property
+    def worker_log(self) -> Path:
+        """The worker's log: Celery reopens it by itself once logrotate has renamed it."""
+        return self.log_dir / "celery.log"
+
+    @property
+    def worker_pidfile(self) -> Path:
+        return self.run_dir / "celery.pid"
 
     @property
     def wsgi_app(self) -> str:
@@ -478,6 +506,14 @@ def app_bind_of(env: dict[str, str]) -> str:
     """APP_BIND of env.conf; 127.0.0.1 (what older installs wrote) means the unix socket."""
     value = env.get("APP_BIND", "")
     return "" if value in ("", "127.0.0.1") else value
+
+
+def jobs_of(env: dict[str, str]) -> bool:
+    """JOBS of env.conf: on (the default, also when older installs lack it) or off."""
+    value = env.get("JOBS", "on")
+    if value not in ("on", "off"):
+        raise DeployError(f"JOBS={value!r} in env.conf: on or off (`deploytool init --jobs on|off`)")
+    return value == "on"
 
 
 def system_root_of(root: Path, setting: str) -> Path:

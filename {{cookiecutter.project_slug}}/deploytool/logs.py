@@ -1,4 +1,4 @@
-"""`deploytool logs [app|nginx|services|backup|deploy|all] [-f] [-n N] [--hosts ...]`: this
+"""`deploytool logs [app|nginx|services|worker|jobs|backup|deploy|all] [-f] [-n N] [--hosts ...]`: this
 install's logs, from its log folder (logs/), as the project user.
 
 The last N lines of each file of the chosen kind, each line prefixed with its file's name
@@ -26,6 +26,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "app": ("uwsgi.log", "gunicorn.*.log", "supervisor-app*.log"),
     "nginx": ("nginx.*.log",),
     "services": ("postgresql*.log", "redis*.log", "memcached*.log", "supervisor*.log"),
+    "worker": ("celery.log", "supervisor-celery.log"),
+    "jobs": ("backup.log", "clearsessions.log", "watch.log"),
     "backup": ("backup.log",),
     "deploy": ("deploy.log",),
     "all": ("*.log",),
@@ -107,7 +109,7 @@ def show(install: Install, kind: str, count: int, follow: bool) -> int:
     return 0
 
 
-HELP = "show this install's logs (app, nginx, services, backup, deploy, all); -f follows them"
+HELP = "show this install's logs (app, nginx, services, worker, jobs, backup, deploy, all); -f follows them"
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:

@@ -47,6 +47,8 @@ class Project:
     backup_keep_monthly: int = 6
     # Added with e-mail: who gets the error reports (Django's ADMINS); "" nobody.
     admin_email: str = ""
+    # Added with the background worker: none, or celery (a worker on the install's Redis).
+    worker: str = "none"
 
     @classmethod
     def load(cls, path: Path) -> Project:

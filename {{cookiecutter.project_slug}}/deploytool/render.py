@@ -50,6 +50,9 @@ OUTPUTS: dict[str, Output] = {
     "uwsgi.yaml.j2": Output("uwsgi.yaml", "uWSGI, the app server"),
     "gunicorn.conf.py.j2": Output("gunicorn.conf.py", "gunicorn, the app server"),
     "systemd/app.service.j2": Output("systemd/system/{service}.service", "systemd unit of the app server"),
+    "systemd/worker.service.j2": Output(
+        "systemd/system/{worker_service}.service", "systemd unit of the background worker (Celery)"
+    ),
     "systemd/polkit.rules.j2": Output(
         "polkit-1/rules.d/{service}.rules", "polkit rule: the project user starts and stops its own app unit"
     ),
@@ -70,6 +73,9 @@ OUTPUTS: dict[str, Output] = {
     ),
     "supervisor/app.conf.j2": Output(
         "supervisor/{service}.conf", "program of the app server (the install's supervisord)"
+    ),
+    "supervisor/worker.conf.j2": Output(
+        "supervisor/{worker_service}.conf", "program of the background worker (the install's supervisord)"
     ),
     "supervisor/install.conf.j2": Output(
         "supervisor/conf.d/{site}_supervisord.conf", "supervisor program running the install's own supervisord"
@@ -145,7 +151,7 @@ def context(install: Install, **overrides: Any) -> dict[str, Any]:
         "log_dir": install.log_dir,
         "nginx_dir": install.nginx_dir,
         "nginx_group": NGINX_GROUP,
-        "jobs": load_jobs(install),
+        "jobs": load_jobs(install) if install.jobs else [],
         # the dedicated servers' units: their host and port come from settings_local.py,
         # which init renders first (from a context without them)
         "dedicated": for_templates(install) if install.settings_local.exists() else {},
@@ -175,8 +181,9 @@ def outputs(install: Install) -> dict[str, Path]:
         "final_site": install.final_site,
         "bootstrap_site": install.bootstrap_site,
         "jobs_cron": install.jobs_cron,
+        "worker_service": install.worker_service,
     }
-    jobs = [job.name for job in load_jobs(install)]
+    jobs = [job.name for job in load_jobs(install)] if install.jobs else []
     found: dict[str, Path] = {}
     for template, output in all_outputs(install).items():
         if not (install.templates / template).is_file():

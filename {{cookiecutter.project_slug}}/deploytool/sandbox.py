@@ -74,11 +74,35 @@ class AppServer:
             self.ctl("stop")
 
 
-def components(
-    install: Install,
-) -> list[dedicated.PostgreSQL | dedicated.Redis | dedicated.Memcached | AppServer | Nginx]:
+class Worker:
+    """The background worker (worker=celery): bin/workerctl.sh, or the install's
+    supervisord, which starts it with the app server."""
+
+    name = "worker"
+
+    def __init__(self, install: Install) -> None:
+        self.install = install
+
+    def running(self) -> bool:
+        return proc.attempt([self.install.workerctl, "status"]).returncode == 0
+
+    def start(self) -> None:
+        if self.install.project.process_manager == "supervisor":
+            proc.wait_until(self.running, f"{self.install.worker_service} running under supervisord", 90)
+        else:
+            proc.run([self.install.workerctl, "start"], "bin/workerctl.sh start", timeout=120)
+
+    def stop(self) -> None:
+        proc.run([self.install.workerctl, "stop"], "bin/workerctl.sh stop", timeout=360)
+
+
+Component = dedicated.PostgreSQL | dedicated.Redis | dedicated.Memcached | AppServer | Worker | Nginx
+
+
+def components(install: Install) -> list[Component]:
     """In start order; stopped in reverse."""
-    return [*dedicated.for_install(install), AppServer(install), Nginx(install)]
+    workers = [Worker(install)] if install.has_worker else []
+    return [*dedicated.for_install(install), AppServer(install), *workers, Nginx(install)]
 
 
 # ---- the commands ----------------------------------------------------------------------------
@@ -152,6 +176,9 @@ def up(current: Install) -> Install:
         put_in_place(sandbox, "user")
     with step("up", f"starting the app server ({sandbox.project.app_server})"):
         AppServer(sandbox).start()
+    if sandbox.has_worker:
+        with step("up", "starting the background worker (Celery)"):
+            Worker(sandbox).start()
     with step("up", "starting nginx and waiting for /health/ over HTTPS"):
         Nginx(sandbox).start()
         wait_until_served(sandbox)

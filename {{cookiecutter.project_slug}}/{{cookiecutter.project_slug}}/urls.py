@@ -16,3 +16,10 @@ urlpatterns = [
     # Yours: custom_urls.py, which template updates never change.
     path("", include("{{ cookiecutter.project_slug }}.custom_urls")),
 ]
+
+# The background worker's example (the answer worker: "celery", or "none" without one).
+WORKER = "{{ cookiecutter.worker }}"
+if WORKER == "celery":
+    from .tasks import visit_later
+
+    urlpatterns.insert(0, path("visits/later/", visit_later, name="visit_later"))

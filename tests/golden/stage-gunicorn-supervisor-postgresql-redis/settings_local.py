@@ -42,6 +42,9 @@ CACHES = {
         "KEY_PREFIX": "stage.project-baz.example",
     }
 }
+# The background worker's queue and results: the same Redis, its databases 1 and 2.
+CELERY_BROKER_URL = f"redis+socket://{INSTALL.socket_of('redis')}?virtual_host=1"
+CELERY_RESULT_BACKEND = f"redis+socket://{INSTALL.socket_of('redis')}?virtual_host=2"
 
 # E-mail. With DEBUG off (stage, pro) Django mails the traceback of every server error to
 # ADMINS, never to the client. The mail server and its login are this host's: fill them in.
