@@ -1,7 +1,7 @@
 """Benchmark of the generated stack, side by side with the seeds' configurations, the bare
 app servers and a bare nginx, in one run, on loopback only.
 
-    sudo .venv/bin/python -m bench.benchmark [--duration 6] [--connections 16] [--rounds 5]
+    sudo .venv/bin/python -m bench.benchmark [--duration 6] [--connections 16] [--rounds 5] [--quick]
 
 As root, like the tests (it creates their project user `djltest` if needed and runs every
 server as that user). It bakes two projects (uWSGI with systemd's semantics, gunicorn under
@@ -11,9 +11,10 @@ measures every target with wrk (same threads, connections and duration for all; 
 page, rounds interleave the page's targets, every other round in reverse order; the table
 gives the median, and each ratio is the median of the rounds' ratios):
 
-- two dynamic pages, the same read-only Django views everywhere: /health/ (one query, a
-  line of text: the lightest page, where the proxy's share is largest) and Django admin's
-  login form (templates, no query). The home page writes a row per visit: it measures
+- three dynamic pages, the same read-only Django views everywhere: /health/ (one query, a
+  line of text: the lightest page, where the proxy's share is largest), Django admin's
+  login form (templates, no query) and /visits/ (two queries, a template loop of 50 rows:
+  a typical page). The home page writes a row per visit: it measures
   SQLite more than the stack, and is measured through the generated stacks only;
 - the generated stack: nginx over HTTPS (the sandbox's certificate) to the app server;
 - the seeds' own configurations behind a plain nginx (seed 001's nginx.conf): uWSGI with
@@ -27,15 +28,22 @@ gives the median, and each ratio is the median of the rounds' ratios):
 - a static file (the hashed stylesheet) through the generated nginx, and through a minimal
   nginx (same certificate, no access log): the ceiling for static files;
 
-each with requests/s, p99 latency and, from /proc, the CPU time nginx and the app server
-spent per request (steadier than requests/s when other work shares the machine);
+each with requests/s, p99 latency, from /proc the CPU time nginx and the app server spent
+per request (steadier than requests/s when other work shares the machine), and their
+memory (PSS) idle and halfway through a run;
 then the requests that fail while the generated stacks reload (`bin/appctl.sh reload`),
 rotate their logs (logrotate) and deploy a new revision (`deploytool deploy`) under the
 same load, and the time of a bake, of an init and of `up` to the first HTTPS 200.
 
+The targets, each a ratio within this run: CPU per request of each generated stack at most
+0.95x that of the seeds' configuration for the same app server, and its p99 at most the
+seed's, on every dynamic page; its app server's CPU per request at most 1.05x the bare app
+server's; its memory idle and under load at most the seed's; static files at least as fast
+as a minimal nginx; no failed request under reload, rotation and deploy; `up` under 3 s.
 Prints a table, writes benchmark.png and benchmark.json (default: .cache/bench/), exits 1
-when a target is missed. Ports: 64500-64549 and 64550-64599 (the two projects' blocks),
-65000-65009 (seeds, bare servers, runserver).
+when a target is missed. `--quick` measures the visits page only, 2 rounds of 3 s, and the
+reload: a developer's check in under 3 minutes, not figures to quote. Ports: 64500-64549
+and 64550-64599 (the two projects' blocks), 65000-65009 (seeds, bare servers, runserver).
 """
 
 from __future__ import annotations
@@ -78,7 +86,13 @@ from tests.support.wrkload import COUNT_LUA, Seen, under_load
 # share is the largest there); Django admin's login form is a page of templates and no query
 # (the stacks are baked without nginx's basic auth in front of /admin/, which would add a
 # password hash per request that no other configuration pays).
-PAGES = {"health": ("/health/", b"ok"), "admin login": ("/admin/login/", b"csrfmiddlewaretoken")}
+PAGES = {
+    "health": ("/health/", b"ok"),
+    "admin login": ("/admin/login/", b"csrfmiddlewaretoken"),
+    # a typical read-only page: two queries and a template loop over the 50 latest rows
+    "visits": ("/visits/", b"<h1>Visits</h1>"),
+}
+QUICK_PAGES = ("visits",)  # --quick: one page, the typical one
 HOME = "/"  # writes a row per visit (SQLite): measured through the generated stacks only
 BLOCKS = {"uwsgi": 64500, "gunicorn": 64550}  # the two projects' blocks: pro installs at +20
 # Production settings; no basic auth in front of /admin/ (see PAGES).
@@ -124,6 +138,9 @@ class Run:
     # other work. None where the target has no such process.
     nginx_us: float | None = None
     app_us: float | None = None
+    # Memory of the same processes halfway through the run (PSS, MiB: a page shared by forked
+    # workers counts once in all, not once per worker as RSS would).
+    memory_mib: float | None = None
 
     @property
     def rps(self) -> float:
@@ -142,6 +159,7 @@ class Target:
     runs: list[Run] = field(default_factory=list)
     # The main processes serving it: "nginx" and/or "app" -> a pid, or a pid file.
     processes: dict[str, int | Path] = field(default_factory=dict)
+    idle_mib: float | None = None  # its servers' memory after the warm-up, before any round
 
     def wrk_args(self) -> list[str]:
         args = ["-H", f"Host: {self.host}"]
@@ -168,6 +186,15 @@ class Target:
     def cpu_us(self, which: str) -> float | None:
         values = [getattr(run, f"{which}_us") for run in self.runs]
         return statistics.median(values) if values and None not in values else None
+
+    @property
+    def total_us(self) -> float:
+        """CPU per request of nginx and the app server together: the median of the rounds'."""
+        return statistics.median((run.nginx_us or 0.0) + (run.app_us or 0.0) for run in self.runs)
+
+    @property
+    def memory_mib(self) -> float:
+        return statistics.median(run.memory_mib or 0.0 for run in self.runs)
 
 
 def ratio(a: Target, b: Target) -> float:
@@ -204,6 +231,35 @@ def tree_cpu(root: int, times: dict[int, tuple[int, float, float]]) -> float:
             total += times[pid][1]
             todo += children.get(pid, [])
     return total
+
+
+def tree_pss_mib(root: int) -> float:
+    """PSS of a server, in MiB: its main process and every descendant (smaps_rollup, as root)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += [child for child, parent in parents.items() if parent == pid and child not in tree]
+    total_kib = 0
+    for pid in tree:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        found = re.search(r"^Pss:\s+(\d+) kB", rollup, re.M)
+        total_kib += int(found.group(1)) if found else 0
+    return total_kib / 1024
+
+
+def memory_of(target: Target) -> float:
+    """The target's servers' memory now (nginx and app server), MiB."""
+    return sum(tree_pss_mib(pid) for pid in main_pids(target).values())
 
 
 def main_pids(target: Target) -> dict[str, int]:
@@ -252,12 +308,17 @@ class Load:
         ]
 
     def measure(self, target: Target, duration: int | None = None) -> Run:
-        argv = [*self.argv("summary.lua", duration or self.duration), *target.wrk_args()]
+        seconds = duration or self.duration
+        argv = [*self.argv("summary.lua", seconds), *target.wrk_args()]
         pids = main_pids(target)
         before = process_times()
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=(duration or self.duration) + 60)
+        wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(seconds / 2)
+        memory = memory_of(target)  # under load: every worker busy
+        output, _ = wrk.communicate(timeout=seconds + 60)
         after = process_times()
-        run = parse_wrk(proc.stdout + proc.stderr)
+        run = parse_wrk(output)
+        run.memory_mib = memory
         for name, pid in pids.items():
             spent = tree_cpu(pid, after) - tree_cpu(pid, before)
             setattr(run, f"{name}_us", spent / run.requests * 1e6 if run.requests else None)
@@ -621,6 +682,7 @@ class Results:
     rounds: int
     cores: int
     load_before: float
+    pages: tuple[str, ...] = tuple(PAGES)
     load_after: float = 0.0
     targets: list[Target] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
@@ -823,7 +885,7 @@ def benchmark(args: argparse.Namespace) -> Results:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     results = Results(
-        args.threads, args.connections, args.duration, args.rounds, os.cpu_count() or 0, os.getloadavg()[0]
+        args.threads, args.connections, args.duration, args.rounds, os.cpu_count() or 0, os.getloadavg()[0], args.pages
     )
     with ExitStack() as stacks:
         print("baking, bringing the stacks up ...", flush=True)
@@ -858,10 +920,15 @@ def benchmark(args: argparse.Namespace) -> Results:
         stacks.callback(servers.stop_all)
         started = start_others(servers, uwsgi, gunicorn, folder)
         results.targets = targets_for(uwsgi, gunicorn, {name: proc for name, (proc, _) in started.items()})
+        wanted = set(args.pages) | (set() if args.quick else {"static", "home"})
+        results.targets = [target for target in results.targets if target.page in wanted]
         for target in results.targets:
             proc, log = started.get(target.key.split(":")[0], (None, None))
             wait_answers(target, proc, log)
             load.measure(target, 2)  # warm-up: workers loaded, caches filled
+        time.sleep(2)  # every worker idle again
+        for target in results.targets:
+            target.idle_mib = memory_of(target) if target.processes else None
 
         # Page by page, so that the targets compared with each other are measured within a
         # minute or two of each other (this machine's speed drifts over longer spans); rounds
@@ -883,9 +950,10 @@ def benchmark(args: argparse.Namespace) -> Results:
         servers.stop_all()  # the other configurations are idle from here on: no noise
 
         for name, stack in (("uWSGI", uwsgi), ("gunicorn", gunicorn)):
-            target = results.target("gen_uwsgi:health" if name == "uWSGI" else "gen_gunicorn:health")
+            page = "health" if "health" in args.pages else args.pages[0]  # the actions' load: the lightest page
+            target = results.target(f"gen_{'uwsgi' if name == 'uWSGI' else 'gunicorn'}:{page}")
             work = checkouts[name][1]
-            for action, run_action in actions(stack, work):
+            for action, run_action in actions(stack, work)[: 1 if args.quick else None]:
                 print(f"{name}: {action} under load ...", flush=True)
                 note, ok = "", True
                 with load.during(target) as seen:
@@ -912,23 +980,58 @@ class Goal:
 
 
 def goals(results: Results) -> list[Goal]:
+    """The targets: each a ratio of two configurations measured side by side in this run."""
     t = results.target
+    keys = {target.key for target in results.targets}
     found = []
+    seed_of = {"uwsgi": "seed_uwsgi", "gunicorn": "seed_gunicorn"}  # the seeds' configs of each app server
     for page in PAGES:
-        seeds = (t(f"seed_uwsgi:{page}"), t(f"seed_gunicorn:{page}"))
-        for server in ("uwsgi", "gunicorn"):
-            gen, bare = t(f"gen_{server}:{page}"), t(f"bare_{server}:{page}")
-            measured = ratio(gen, bare)
-            what = f"{gen.label} / {bare.label.split(' | ')[0]}"
-            found.append(Goal(what, f"{measured:.2f}x", ">= 0.90x", measured >= 0.9))
-        for server in ("uwsgi", "gunicorn"):
-            gen = t(f"gen_{server}:{page}")
-            measured = min(ratio(gen, seed) for seed in seeds)  # against each seed: the best one
-            what = f"{gen.label} / best seed"
-            found.append(Goal(what, f"{measured:.2f}x", ">= 1.00x", measured >= 1.0))
-    gen, bare = t("gen_nginx:static"), t("bare_nginx:static")
-    measured = ratio(gen, bare)
-    found.append(Goal(f"{gen.label} / {bare.label.split(' | ')[0]}", f"{measured:.2f}x", ">= 0.90x", measured >= 0.9))
+        for server, seed_key in seed_of.items():
+            if f"gen_{server}:{page}" not in keys:
+                continue  # not measured (--quick)
+            gen, seed, bare = t(f"gen_{server}:{page}"), t(f"{seed_key}:{page}"), t(f"bare_{server}:{page}")
+            cpu = gen.total_us / seed.total_us
+            found.append(Goal(f"CPU per request, {gen.label} / seed's", f"{cpu:.2f}x", "<= 0.95x", cpu <= 0.95))
+            found.append(
+                Goal(
+                    f"p99, {gen.label} vs seed's",
+                    f"{gen.p99_ms:.1f} vs {seed.p99_ms:.1f} ms",
+                    "<= seed's",
+                    gen.p99_ms <= seed.p99_ms,
+                )
+            )
+            app, bare_app = gen.cpu_us("app"), bare.cpu_us("app")
+            if app is not None and bare_app:
+                found.append(
+                    Goal(
+                        f"app server CPU per request, {gen.label} / bare",
+                        f"{app / bare_app:.2f}x",
+                        "<= 1.05x",
+                        app / bare_app <= 1.05,
+                    )
+                )
+    for server, seed_key in seed_of.items():
+        page = next((page for page in PAGES if f"gen_{server}:{page}" in keys), None)
+        if page is None:
+            continue
+        gen, seed = t(f"gen_{server}:{page}"), t(f"{seed_key}:{page}")
+        for when, mine, theirs in (
+            ("idle", gen.idle_mib or 0.0, seed.idle_mib or 0.0),
+            (f"under load ({page})", gen.memory_mib, seed.memory_mib),
+        ):
+            found.append(
+                Goal(
+                    f"memory {when}, generated {server} stack vs seed's (PSS)",
+                    f"{mine:.0f} vs {theirs:.0f} MiB",
+                    "<= seed's",
+                    mine <= theirs,
+                )
+            )
+    if "gen_nginx:static" in keys:
+        gen, bare = t("gen_nginx:static"), t("bare_nginx:static")
+        measured = ratio(gen, bare)
+        what = f"{gen.label} / {bare.label.split(' | ')[0]}"
+        found.append(Goal(what, f"{measured:.2f}x", ">= 1.00x", measured >= 1.0))
     for target in results.targets:
         if target.failed:
             found.append(Goal(f"failed requests: {target.label}", str(target.failed), "0", False))
@@ -947,6 +1050,9 @@ def goals(results: Results) -> list[Goal]:
     init = next(timing.seconds for timing in results.timings if timing.what.startswith("init"))
     worst = max(bakes) + init
     found.append(Goal("bake + init (the slower bake, plus a second init)", f"{worst:.2f} s", "< 2 s", worst < 2.0))
+    for timing in results.timings:
+        if timing.what.startswith("up to the first HTTPS 200"):
+            found.append(Goal(timing.what, f"{timing.seconds:.1f} s", "< 3 s", timing.seconds < 3.0))
     return found
 
 
@@ -962,6 +1068,9 @@ def report(results: Results) -> str:
                 f"{min(rates):.0f}-{max(rates):.0f}",
                 f"{target.p99_ms:.1f}",
                 *(f"{us:.0f}" if (us := target.cpu_us(which)) is not None else "-" for which in ("nginx", "app")),
+                f"{target.total_us:.0f}",
+                f"{target.idle_mib:.0f}" if target.idle_mib is not None else "-",
+                f"{target.memory_mib:.0f}" if target.processes else "-",
                 str(target.failed),
             ]
         )
@@ -969,13 +1078,25 @@ def report(results: Results) -> str:
         f"wrk -t{results.threads} -c{results.connections} -d{results.duration}s, {results.rounds} rounds "
         f"(median shown), {results.cores} cores, load average {results.load_before:.2f} before, "
         f"{results.load_after:.2f} after; pages: "
-        + ", ".join(f"{page} = {path}" for page, (path, _) in PAGES.items())
+        + ", ".join(f"{page} = {PAGES[page][0]}" for page in results.pages)
         + f", static = the hashed stylesheet, home = {HOME} (writes a row)",
         "",
         table(
-            ["target", "kind", "req/s", "range", "p99 ms", "nginx CPU us/req", "app CPU us/req", "failed"],
+            [
+                "target",
+                "kind",
+                "req/s",
+                "range",
+                "p99 ms",
+                "nginx CPU us/req",
+                "app CPU us/req",
+                "total",
+                "MiB idle",
+                "MiB load",
+                "failed",
+            ],
             rows,
-            right=[2, 3, 4, 5, 6, 7],
+            right=[2, 3, 4, 5, 6, 7, 8, 9, 10],
         ),
         "",
         table(
@@ -1074,7 +1195,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=bounded(1, 8), default=2, help="wrk threads (default 2)")
     parser.add_argument("--rounds", type=bounded(1, 10), default=5, help="rounds over each page's targets (default 5)")
     parser.add_argument("--out", type=Path, default=TEMPLATE / ".cache/bench", help="folder for the chart and JSON")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a developer's check in under 3 minutes: the visits page only, 2 rounds of 3 s, the reload only",
+    )
     args = parser.parse_args(argv)
+    args.pages = QUICK_PAGES if args.quick else tuple(PAGES)
+    if args.quick:
+        args.rounds, args.duration = min(args.rounds, 2), min(args.duration, 3)
     args.out = args.out.resolve()
     ensure_matplotlib()
     results = benchmark(args)

@@ -77,6 +77,11 @@ running_pid() {
 
 
 gone() { ! kill -0 "$1" 2>/dev/null; }
+# Pool processes a killed worker left behind (kill -9 of the main process orphans them; systemd
+# ends them with the unit, supervisor does not): every process of the worker names this
+# install's pid file on its command line, nothing else does.
+orphans() { pgrep -u "$(id -u)" -f -- "--pidfile $WORKER_PIDFILE( |$)" | tr '\n' ' ' || true; }
+no_orphans() { [[ -z $(orphans) ]]; }
 log_size() { stat -c %s "$WORKER_LOG" 2>/dev/null || echo 0; }
 # Ready: a worker runs and has said "ready." in its log since byte $1 of it.
 ready_since() { running_pid >/dev/null && tail -c "+$(($1 + 1))" "$WORKER_LOG" 2>/dev/null | grep -q ' ready\.$'; }
@@ -120,6 +125,18 @@ cmd_run() {
         # one started by hand: the manager takes over, never two at once
         say "stopping the worker started by hand (pid $pid) first"
         stop_pid "$pid"
+    fi
+    local left
+    left=$(orphans)
+    if [[ -n $left ]]; then
+        say "stopping what a killed worker left behind (pids $left)"
+        # shellcheck disable=SC2086 # a list of pids
+        kill -TERM $left 2>/dev/null || true
+        if ! wait_until 10 no_orphans; then
+            left=$(orphans)
+            # shellcheck disable=SC2086 # a list of pids
+            [[ -z $left ]] || kill -KILL $left 2>/dev/null || true
+        fi
     fi
     rm -f -- "$WORKER_PIDFILE"
     cd -- "$PROJECT_ROOT"
