@@ -184,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
             f"watch mails through the project's Django: not as root. As {install.project.user}: "
             f"runuser -u {install.project.user} -- {install.deploytool} watch"
         )
+    # Its mails may be files (dev's backend, in data/mail/): closed to other local accounts,
+    # as everything the app writes, however it was started (cron, by hand, the timer).
+    os.umask(0o027)
     problems = watch(install)
     if not problems:
         print(f"watch: {install.site}: certificate, /health/, backups and disk all fine")
