@@ -111,9 +111,15 @@ class Install:
         return int(match.group(1))
 
     def all_workers(self) -> set[int]:
-        """The workers, once all the configured ones run (gunicorn spawns them after start)."""
-        count = self.configured_workers()
-        wait_until(lambda: len(self.workers()) == count, f"{count} workers")
+        """The workers, once all the configured ones have imported the app and serve (each logs
+        it: uWSGI "WSGI app 0 ... ready ... pid: N", gunicorn "Worker ready (pid: N)")."""
+        count, log = self.configured_workers(), Path(self.env["APP_LOG"])
+
+        def ready() -> bool:
+            ready = {int(pid) for pid in re.findall(r"ready.*pid: (\d+)", log.read_text())}
+            return len(self.workers()) == count and self.workers() <= ready
+
+        wait_until(ready, f"{count} workers that have imported the app")
         return self.workers()
 
     def request(self, path: str = HEALTH) -> int:

@@ -70,4 +70,10 @@ class ErrorsOnlyAccessLog(Logger):
 
 logger_class = ErrorsOnlyAccessLog
 
+
+def post_worker_init(worker):
+    """Log a worker that has imported the app and serves: gunicorn logs only its start."""
+    worker.log.info("Worker ready (pid: %s)", worker.pid)
+
+
 proc_name = "project-baz.example"  # in ps, when setproctitle is installed
