@@ -11,6 +11,7 @@ measures. wrk itself is not pinned: on a 2-core host it shares the cores with th
 so the ceiling is below 2x.
 
 Target (scale with the host): requests/s on 2 cores >= 1.7x those on 1; exit 1 on a miss.
+Prints a table and writes scaling.png (default: .cache/bench/).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import argparse
 import os
 import statistics
 import subprocess
+from pathlib import Path
 
-from bench.benchmark import wrk_once
-from bench.common import Stack, bake, prepare, stack_up, table
+from bench.benchmark import ensure_matplotlib, wrk_once
+from bench.common import TEMPLATE, Stack, bake, prepare, stack_up, table
 
 BLOCK = 64750
 TARGET = 1.7
@@ -44,16 +46,45 @@ def measure(stack: Stack, args: argparse.Namespace) -> float:
     return run.rps
 
 
+def chart(rows: list[tuple[str, float, float]], path: Path, args: argparse.Namespace) -> None:
+    """Requests/s of each app server's stack on 1 core and on 2, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    places = range(len(rows))
+    axis.bar([x - 0.2 for x in places], [one for _, one, _ in rows], 0.4, label="1 core", color="#a0aec0")
+    axis.bar([x + 0.2 for x in places], [two for _, _, two in rows], 0.4, label="2 cores", color="#2b6cb0")
+    for x, (_, one, two) in zip(places, rows, strict=True):
+        axis.annotate(f"{two / one:.2f}x", (x + 0.2, two), ha="center", va="bottom", fontsize=9)
+    axis.set_xticks(list(places), [f"nginx -> {server}" for server, _, _ in rows])
+    axis.set_ylim(0, max(two for _, _, two in rows) * 1.15)  # room for the ratios
+    axis.set_ylabel("requests/s (median)")
+    axis.set_title(
+        f"/visits/ on 1 and 2 cores, no config edit ({args.rounds} rounds of {args.duration} s)", fontsize=10
+    )
+    axis.legend(fontsize=9)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=6)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=TEMPLATE / ".cache/bench", help="folder for the chart")
     args = parser.parse_args(argv)
+    ensure_matplotlib()
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("bench.scaling needs a host with 2 cores or more")
     user, venv = prepare("scaling.py", ["git", "taskset"], range(BLOCK, BLOCK + 30), "scaling benchmark")
-    rows, held = [], True
+    rows: list[tuple[str, float, float]] = []
+    held = True
     for app_server in ("uwsgi", "gunicorn"):  # one after the other, in the same block
         baked = bake(user, venv, port_block_start=BLOCK, install_type="pro", app_server=app_server)
         with stack_up(baked) as (stack, _):
@@ -71,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         ratio = statistics.median(b / a for a, b in zip(one, two, strict=True))
         held &= ratio >= TARGET
         processes = [line for line in workers.splitlines() if line.startswith("APP_WORKERS")]
-        rows.append((app_server, f"{statistics.median(one):.0f}", f"{statistics.median(two):.0f}", f"{ratio:.2f}"))
+        rows.append((app_server, statistics.median(one), statistics.median(two)))
         print(f"{app_server}: {processes[0] if processes else ''} (empty: from the host)", flush=True)
     print(f"\n/visits/, {args.connections} connections, {args.rounds} rounds of {args.duration} s, wrk unpinned")
-    print(table(["app server", "1 core req/s", "2 cores req/s", "2/1"], rows, right=(1, 2, 3)))
+    lines = [(server, f"{one:.0f}", f"{two:.0f}", f"{two / one:.2f}") for server, one, two in rows]
+    print(table(["app server", "1 core req/s", "2 cores req/s", "2/1"], lines, right=(1, 2, 3)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    chart(rows, args.out / "scaling.png", args)
+    print(f"wrote {args.out / 'scaling.png'}")
     print(f"target 2 cores >= {TARGET}x 1 core: {'held' if held else 'missed'}")
     return 0 if held else 1
 

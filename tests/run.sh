@@ -14,6 +14,7 @@ packages=(
   openssl          # throwaway and self-signed certificates
   git              # cruft and deploy work on git checkouts
   rsync            # deploytool backup and restore copy media/ with it
+  nftables         # nft -c on the rendered rules (check), and the rules loaded in the fleet's hosts
   python3-venv     # the project user's virtualenv, from Debian's Python
   python3-dev      # uWSGI compiles against it
   gcc              # ditto

@@ -26,6 +26,7 @@ from support.pebble import make_tls_ca
 USER = "djltest"
 DOMAIN = "journey.example"
 HOME = f"/home/{USER}/{DOMAIN}/pro"
+TABLE = f"inet djl_{DOMAIN.replace('.', '_')}"  # the install's nftables table
 ROOT_COPY = f"/usr/local/lib/dj-layout/{DOMAIN}"
 PEBBLE = "https://127.0.0.1:14000/dir"
 # What the test asks the site inside, with the server's own Python: status, revision and
@@ -301,6 +302,9 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
                 f"{ROOT_COPY}/bin/deploytool --root {HOME} install --part system",
             )
             assert f"next: as {USER}" in out and "install --part user" in out, out
+            # ... and loaded the install's nftables rules, its own table beside the host's.
+            assert f"loaded /etc/nftables/{DOMAIN}.nft" in out, out
+            assert TABLE in server.sh("nft list tables").stdout
             # As the project user: the user part (PostgreSQL: the cluster first, then started).
             user_part = f"cd {HOME} && bin/deploytool install --part user"
             database = f"{DOMAIN}_postgresql"
@@ -322,7 +326,8 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             if manager == "systemd":
                 jobs = " ".join(f"{DOMAIN}_{job}.timer" for job in ("backup", "clearsessions", "watch"))
                 units = f"{service} {DOMAIN}_{cache} {DOMAIN}_celery {jobs}"
-                assert start == f"systemctl daemon-reload && systemctl enable --now {units}", start
+                firewall = f"systemctl enable {DOMAIN}_firewall"  # the rules at every boot
+                assert start == f"systemctl daemon-reload && systemctl enable --now {units} && {firewall}", start
             journey.step("start app", f"{start} && nginx -t -q && systemctl reload nginx")
             if manager == "systemd":
                 assert journey.active(service) == ["active"]
@@ -461,6 +466,9 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             print(f"  power cycle: {time.monotonic() - cycle:.1f} s (boot {seconds:.1f} s)", flush=True)
             server.sh(f"test -d /run/{DOMAIN} && test -d /run/{DOMAIN}.app")
             assert journey.active("nginx", "certbot.timer") == ["active", "active"]
+            # the rules came back with the boot, from the enabled unit
+            assert journey.active(f"{DOMAIN}_firewall") == ["active"]
+            assert "reject with tcp reset" in server.sh(f"nft list table {TABLE}").stdout
             if manager == "systemd":
                 assert journey.active(service) == ["active"]
             wait_serving(journey)

@@ -52,6 +52,7 @@ PACKAGES = [
     "procps",
     "polkitd",  # lets the project user start and stop its own unit (the system part's rule)
     "cron",  # runs the scheduled jobs of a supervisor install
+    "nftables",  # the install's rules, loaded by the system part and at boot
 ]
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -36,6 +36,7 @@ DEBIAN_PROGRAMS = {
     "redis-server": "/usr/bin/redis-server",
     "memcached": "/usr/bin/memcached",
     "nginx": "/usr/sbin/nginx",
+    "nft": "/usr/sbin/nft",
 }
 DEBIAN_POSTGRESQL = Path("/usr/lib/postgresql/15/bin")
 HOST = (2, 4096)  # cores and MB the golden configs are sized for, whatever this machine has

@@ -19,6 +19,7 @@ from .run import GIT, program, run
 
 LB_ADDRESS = "10.213.0.10"  # the front nginx, and the operator's checkout that deploys
 HOSTS = {"web1": "10.213.0.11", "web2": "10.213.0.12"}  # app servers, their nginx, sshd
+ADDRESSES = {**HOSTS, "lb": LB_ADDRESS}  # every host with an sshd (lb: the front, in fleet.ini too)
 
 
 # ---- the network: namespaces, a bridge, veth pairs -------------------------------------------
@@ -51,6 +52,10 @@ class Network:
             self._ip("-n", lb, "link", "set", port, "up")
             self._ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
             self._ip("-n", ns, "link", "set", "eth0", "up")
+
+    def ip_in(self, where: str, *args: str) -> None:
+        """`ip ARGS` in the namespace ``where`` (an address added for a test, say)."""
+        self._ip("-n", self.names[where], *args)
 
     def exec(self, where: str, *argv: str | Path) -> list[str]:
         return [self.ip, "netns", "exec", self.names[where], *map(str, argv)]
@@ -163,14 +168,15 @@ def make_ssh(fleet_base: Path, user: str) -> tuple[Path, dict[str, Path], Path]:
     ssh.mkdir()
     run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "fleet test", "-f", ssh / "id_ed25519"])
     host_keys = {}
-    for host in HOSTS:
+    for host in ADDRESSES:
         folder = fleet_base / f"sshd-{host}"
         folder.mkdir(mode=0o700)
         run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", host, "-f", folder / "host_ed25519"])
         host_keys[host] = folder / "host_ed25519"
     # known_hosts from the keys themselves: no keyscan, no trust on first use.
     lines = [
-        f"{HOSTS[host]} {' '.join(key.with_suffix('.pub').read_text().split()[:2])}" for host, key in host_keys.items()
+        f"{ADDRESSES[host]} {' '.join(key.with_suffix('.pub').read_text().split()[:2])}"
+        for host, key in host_keys.items()
     ]
     (ssh / "known_hosts").write_text("\n".join(lines) + "\n")
     (ssh / "authorized_keys").write_text((ssh / "id_ed25519.pub").read_text())
@@ -188,14 +194,15 @@ def make_ssh(fleet_base: Path, user: str) -> tuple[Path, dict[str, Path], Path]:
 def sshd(network: Network, host: str, key: Path, authorized: Path, user: str) -> Iterator[None]:
     folder = key.parent
     config = folder / "sshd_config"
-    config.write_text(SSHD_CONFIG.format(host=host, address=HOSTS[host], key=key, authorized=authorized, user=user))
+    address = ADDRESSES[host]
+    config.write_text(SSHD_CONFIG.format(host=host, address=address, key=key, authorized=authorized, user=user))
     binary = program("sshd", "openssh-server")
     run([binary, "-t", "-f", config])  # the config is valid before it runs
     log = open(folder / "sshd.log", "w")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(network.exec(host, binary, "-D", "-e", "-f", config), stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 10
-        while f"Server listening on {HOSTS[host]} port 22" not in (folder / "sshd.log").read_text():
+        while f"Server listening on {address} port 22" not in (folder / "sshd.log").read_text():
             assert server.poll() is None, f"sshd of {host} exited: {(folder / 'sshd.log').read_text()}"
             assert time.monotonic() < deadline, f"sshd of {host} does not listen: {(folder / 'sshd.log').read_text()}"
             time.sleep(0.1)

@@ -9,10 +9,10 @@ above everything it uses. A test of the template parses the imports and keeps th
 
     errors, ports                          the one exception; the port block's arithmetic
     addresses, files, proc, progress, sizing, sockets  addresses; file writes; programs; steps; workers; /proc/net
-    project, localsettings                 the answers (etc/project.json); settings_local.py, parsed
+    project, localsettings, inventory      the answers (etc/project.json); settings_local.py, parsed; fleet.ini
     layout                                 every name, path and port of an install
     certificates, dedicated, history, jobs  the certificate; the dedicated servers; data/deploy.json; jobs.ini
-    backups, migrations                    backups/: manifests, checks, retention; manage.py, migration state
+    backups, firewall, migrations          backups/: manifests, checks, retention; nftables rules; migration state
     nginx, probe                           nginx: its sites, test, reload; asking the site and the app server
     render                                 etc/templates/ -> etc/ (`render`)
     configcheck, init, portmap, fleet, backup, maintenance  `check`; `init`; `ports`; fleet hosts; `backup`; the page

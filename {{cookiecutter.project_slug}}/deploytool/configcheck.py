@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import os
 import shlex
 import sys
 import tempfile
@@ -12,10 +13,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import proc
+from . import firewall, proc
 from .errors import DeployError
 from .layout import Install
-from .render import outputs, render_text
+from .render import FIREWALL, outputs, render_text
 
 
 @dataclass
@@ -141,6 +142,27 @@ def check_supervisor(path: Path, programs: int | None) -> Result:
     return Result(name, not missing, f"commands {missing} do not exist" if missing else "")
 
 
+def check_firewall(install: Install, tmp: Path) -> Iterator[Result]:
+    """nft -c on the install's rules: parsed and checked by the kernel's own nftables, never
+    loaded. As root directly; as anyone else in a user and network namespace of its own
+    (unshare -rn), where the check is allowed and nothing of the host's is touched."""
+    path = outputs(install).get(FIREWALL)
+    if path is None:
+        why = "" if firewall.applies(install) else ": APP_BIND is set but not FLEET_HOST, so the fronts are not known"
+        yield Result(
+            "nftables rules",
+            False,
+            f"not rendered{why}; run `deploytool init --fleet-host NAME` (its section in etc/fleet.ini)",
+        )
+        return
+    nft = proc.find("nft")
+    if nft is None:
+        yield Result(f"nft -c {path.name}", False, f"nft is not installed: {proc.how_to_install('nft')}")
+        return
+    argv = [nft, "-c", "-f", str(path)]
+    yield validate(f"nft -c {path.name}", argv if os.geteuid() == 0 else ["unshare", "-rn", *argv])
+
+
 def check_scripts(install: Install, tmp: Path) -> Iterator[Result]:
     if proc.find("shellcheck") is None:
         # A developer's tool (requirements-dev.txt), seldom on a server: say so, never pass.
@@ -164,6 +186,7 @@ def check_django(install: Install, tmp: Path) -> Iterator[Result]:
 CHECKS: list[Callable[[Install, Path], Iterator[Result]]] = [
     check_nginx,
     check_units,
+    check_firewall,
     check_scripts,
     check_django,
 ]

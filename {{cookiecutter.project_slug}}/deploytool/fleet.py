@@ -9,13 +9,7 @@ touched (old revision), the hosts before it run the new one. Every host ends on 
 commit: the first host resolves REV, the others are given the commit it resolved.
 
 Hosts are named on the command line; their details come from the inventory etc/fleet.ini
-(tracked: the servers of the project are shared knowledge, reviewed with app_upstreams):
-
-    [web1]                      ; a name for --hosts, and the SSH host unless `address` is set
-    address = 10.0.0.11         ; what SSH connects to (~/.ssh/config Host entries apply)
-    port = 22                   ; default: ssh_config's, else 22
-    user = baz                  ; default: the project user (deploy refuses root)
-    root = /home/baz/baz.example/pro   ; default: /home/<user>/<domain>/<install type>
+(deploytool/inventory.py says what it holds).
 
 Exactly one host of a roll-out runs the scheduled jobs (and Celery beat): the others have
 JOBS=off in their env.conf (`deploytool init --jobs off`); a roll-out over two hosts that
@@ -31,24 +25,23 @@ lost SSH connection does not interrupt a deploy half-way (it finishes or rolls b
 from __future__ import annotations
 
 import argparse
-import configparser
 import os
 import re
 import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import DeployError
+from .inventory import PATH as INVENTORY
+from .inventory import Host
 from .layout import Install
 
 if TYPE_CHECKING:
     from fabric import Connection
 
-INVENTORY = Path("etc/fleet.ini")
-KEYS = {"address", "port", "user", "root"}
 NAME = re.compile(r"[A-Za-z0-9_.@\[\]:-]+")
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts ~/.ssh/known_hosts2"
 GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2"
@@ -59,21 +52,6 @@ LOG = "logs/deploy.log"  # on each host, in its install root
 # rollback failed (the host's own deploy statuses are 0 live, 1 rolled back, 2 nothing
 # changed, 3 rollback failed).
 ALL_LIVE, STOPPED, NOTHING_DEPLOYED, ROLLBACK_FAILED = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class Host:
-    """One server of the fleet and where its install is."""
-
-    name: str
-    address: str
-    user: str
-    port: int | None
-    root: PurePosixPath
-
-    @property
-    def where(self) -> str:
-        return f"{self.user}@{self.address}{f':{self.port}' if self.port else ''}:{self.root}"
 
 
 @dataclass
@@ -137,40 +115,9 @@ def run(install: Install, args: argparse.Namespace) -> int:
 
 
 # ---- the inventory -----------------------------------------------------------------------------
-def default_root(install: Install, user: str) -> PurePosixPath:
-    """/home/<user>/<domain>/<type>, the same install type as this checkout."""
-    return PurePosixPath("/home", user, install.project.domain, install.install_type)
-
-
 def inventory(install: Install) -> dict[str, Host]:
     """etc/fleet.ini's hosts, in file order ({} when there is no inventory)."""
-    path = install.root / INVENTORY
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
-    try:
-        with open(path) as handle:
-            parser.read_file(handle)
-    except FileNotFoundError:
-        return {}
-    except configparser.Error as error:
-        raise DeployError(f"{path} is not a valid INI file ({error.message.splitlines()[0]}): fix it") from None
-    hosts = {}
-    for name in parser.sections():
-        section = parser[name]
-        unknown = set(section) - KEYS
-        if unknown:
-            raise DeployError(
-                f"{path} [{name}]: unknown key {', '.join(sorted(unknown))}: use {', '.join(sorted(KEYS))} "
-                "(SSH keys, jump hosts and the like go in ~/.ssh/config)"
-            )
-        port = section.get("port")
-        if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
-            raise DeployError(f"{path} [{name}]: port = {port!r} is not a port number (1-65535)")
-        user = section.get("user", install.project.user)
-        root = PurePosixPath(section.get("root", str(default_root(install, user))))
-        if not root.is_absolute():
-            raise DeployError(f"{path} [{name}]: root = {root} must be an absolute path on the host")
-        hosts[name] = Host(name, section.get("address", name), user, int(port) if port else None, root)
-    return hosts
+    return install.fleet
 
 
 def select(install: Install, names: str) -> list[Host]:
@@ -196,7 +143,7 @@ def select(install: Install, names: str) -> list[Host]:
         if not NAME.fullmatch(name):
             raise DeployError(f"--hosts {name!r} is not a host name or address")
         user = install.project.user
-        hosts.append(known.get(name) or Host(name, name, user, None, default_root(install, user)))
+        hosts.append(known.get(name) or Host(name, name, user, None, install.default_root(user)))
     return hosts
 
 

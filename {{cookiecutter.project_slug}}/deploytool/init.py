@@ -25,14 +25,16 @@ def init(
     app_bind: str | None = None,
     workers: str | None = None,
     jobs: str | None = None,
+    fleet_host: str | None = None,
 ) -> Install:
     """env.conf, settings_local.py (fresh secrets, 600), links, local folders, rendered configs.
 
     Idempotent: local data already there (settings_local.py, htpasswd) is kept as it is;
     a missing piece of the secrets is made again, the others are left alone. Without
     ``app_bind`` the address env.conf has is kept (the unix socket in a new install);
-    likewise ``workers`` (the app server's processes; "" for the host's figure) and ``jobs``
-    (on or off: whether this host runs the scheduled jobs).
+    likewise ``workers`` (the app server's processes; "" for the host's figure), ``jobs``
+    (on or off: whether this host runs the scheduled jobs) and ``fleet_host`` (this host's
+    section of etc/fleet.ini; "" for a single server).
     """
     env_conf = root / ENV_CONF
     current = Install.load(root) if env_conf.exists() else None
@@ -41,7 +43,12 @@ def init(
     processes = sizing.workers_setting(workers) if workers is not None else current.workers if current else None
     project = Project.load(root / PROJECT_JSON)
     runs_jobs = jobs == "on" if jobs is not None else current.jobs if current else True
-    install = Install(project, root, install_type, system_root, app_bind, workers=processes, jobs=runs_jobs)
+    if fleet_host is None:
+        fleet_host = current.fleet_host if current else ""
+    install = Install(
+        project, root, install_type, system_root, app_bind, workers=processes, jobs=runs_jobs, fleet_host=fleet_host
+    )
+    install.fleet_entry()  # a name fleet.ini does not have is refused before anything is written
     if install.app_bind:
         check_local_address(install.app_bind)
     if current is not None:
@@ -210,9 +217,16 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         help="whether this host runs the scheduled jobs and Celery beat: off on every host of a fleet but one "
         "(default on; kept when omitted)",
     )
+    parser.add_argument(
+        "--fleet-host",
+        metavar="NAME",
+        help="this host's section of etc/fleet.ini, whose roles it takes (default: none, a single server "
+        "with every role; '' for that; kept when omitted)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     root, system_root = args.root, args.system_root.resolve()
-    print(summary(init(root, args.install_type, system_root, args.app_bind, args.app_workers, args.jobs)))
+    made = init(root, args.install_type, system_root, args.app_bind, args.app_workers, args.jobs, args.fleet_host)
+    print(summary(made))
     return 0

@@ -22,14 +22,14 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import nginx, proc
+from . import firewall, nginx, proc
 from .dedicated import PostgreSQL, for_install, for_templates
 from .errors import DeployError
 from .files import open_no_links, prune, read_user_file, write_atomic
 from .init import close_database, make_links
 from .jobs import load as load_jobs
 from .layout import CODE_ROOT, NGINX_GROUP, NGINX_USER, Install, ensure_private_dir
-from .render import outputs, render, render_all
+from .render import FIREWALL, outputs, render, render_all
 
 # Rendered files that stay in the install's etc/ (the app server reads them from there).
 # What the project user's own processes read: rendered in the checkout, never installed.
@@ -87,12 +87,26 @@ def install_system(install: Install) -> Iterator[str]:
     owned = lambda path: path.name.startswith(install.site)  # noqa: E731 - only this install's files
     for stale in prune(state / INSTALLED, install.system_root, set(texts), owned):
         yield f"removed {stale} (no longer rendered)"
+    if server and not install.sandbox:
+        yield from load_firewall(install)
     if install.project.admin_basic_auth:
         yield from _install_htpasswd(install, user if server else None)
     if not server:
         for link in make_links(install):  # on a server the user's init made them: root writes nothing there
             yield f"linked {link.name} -> {os.readlink(link)}"
     yield from nginx.enable(install, nginx.wanted_site(install))
+
+
+def load_firewall(install: Install) -> Iterator[str]:
+    """The install's nftables rules, loaded now (its unit loads them at every boot). One
+    transaction that replaces the install's own table: SSH and every other rule stay as
+    they are, so the session that runs this is never cut."""
+    rendered = outputs(install).get(FIREWALL)
+    if rendered is None:
+        return
+    rules = system_files(install)[rendered]
+    proc.run([proc.program("nft"), "-f", rules], "nft -f")
+    yield f"loaded {rules} (nftables table inet {firewall.table(install)})"
 
 
 def _system_folders(install: Install, user: pwd.struct_passwd, server: bool) -> Iterator[str]:
@@ -353,4 +367,6 @@ def next_step(install: Install, part: str) -> str:
         start = f"systemctl daemon-reload && systemctl enable --now {' '.join([install.service, *caches, *timers])}"
     else:  # the install's own supervisord (it runs the app) and its servers; cron runs the jobs
         start = "systemctl daemon-reload && supervisorctl reread && supervisorctl update"
+    if FIREWALL in outputs(install):  # loaded by the system part; at every boot once enabled
+        start += f" && systemctl enable {install.service_of('firewall')}"
     return f"as root: {start}; then, as root, `deploytool cert` for the site's certificate"

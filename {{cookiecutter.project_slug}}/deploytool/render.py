@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jinja2
 
+from . import firewall, proc
 from .certificates import site_cert_dir
 from .dedicated import for_templates
 from .files import prune, write_atomic
@@ -84,11 +85,17 @@ OUTPUTS: dict[str, Output] = {
         "supervisor/conf.d/{site}_services.conf", "supervisor programs of the install's own database and cache"
     ),
     "logrotate.j2": Output("logrotate.d/{site}", "logrotate of every log of the install"),
+    "nftables/install.nft.j2": Output("nftables/{site}.nft", "nftables rules: who may reach the install's ports"),
+    "nftables/firewall.service.j2": Output(
+        "systemd/system/{site}_firewall.service", "systemd unit loading the nftables rules at boot"
+    ),
     "tmpfiles.conf.j2": Output(
         "tmpfiles.d/{site}.conf", "tmpfiles.d of the run and socket folders, made at every boot"
     ),
 }
 EXECUTABLE = {"letsencrypt/deploy-hook.sh.j2"}
+FIREWALL = "nftables/install.nft.j2"
+FIREWALL_FILES = {FIREWALL, "nftables/firewall.service.j2"}
 # Rendered once per job of etc/templates/jobs.ini: outputs() keys them "<template>@<job>".
 PER_JOB = {"systemd/job.service.j2", "systemd/job.timer.j2"}
 
@@ -152,6 +159,8 @@ def context(install: Install, **overrides: Any) -> dict[str, Any]:
         "nginx_dir": install.nginx_dir,
         "nginx_group": NGINX_GROUP,
         "jobs": load_jobs(install) if install.jobs else [],
+        "firewall": firewall.rules(install) if firewall.applies(install) else None,
+        "nft": proc.find("nft") or "/usr/sbin/nft",  # Debian's, where it is not installed yet
         # the dedicated servers' units: their host and port come from settings_local.py,
         # which init renders first (from a context without them)
         "dedicated": for_templates(install) if install.settings_local.exists() else {},
@@ -188,6 +197,8 @@ def outputs(install: Install) -> dict[str, Path]:
     for template, output in all_outputs(install).items():
         if not (install.templates / template).is_file():
             continue
+        if template in FIREWALL_FILES and not firewall.applies(install):
+            continue  # an app server on TCP with no FLEET_HOST: its fronts are not known
         for job in jobs if template in PER_JOB else [""]:
             key = f"{template}@{job}" if job else template
             found[key] = install.etc_dir / output.target.format(**names, job=job)

@@ -1,0 +1,189 @@
+"""etc/fleet.ini's roles and the nftables rules rendered from them and the port map: what
+each role opens, to whom, and that nftables itself accepts every rendered file (nft -c,
+in a user and network namespace of its own when not root: nothing of this host's changes).
+The rules at work, loaded in hosts of their own, are test_fleet's."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+from deploytool import configcheck, firewall, inventory
+from deploytool.errors import DeployError
+from deploytool.layout import PROJECT_JSON, Install
+from deploytool.project import Project
+from deploytool.render import FIREWALL, outputs, render_text
+from support import program
+from support.golden import checkout
+
+ENTRY = "stage-gunicorn-supervisor-postgresql-redis"  # PostgreSQL and Redis: a data host has both
+FLEET = """\
+[lb]
+address = lb.example.com   ; SSH by name: the private address below is for the rules
+private = 10.0.0.10
+roles = front
+[web1]
+address = 10.0.0.11
+roles = app
+[web2]
+address = 10.0.0.12
+roles = data, app          ; any order: one order everywhere
+[db]
+address = fd00::13
+roles = data
+"""
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[Path]:
+    with checkout(ENTRY) as folder:
+        (folder / "etc/fleet.ini").write_text(FLEET)
+        yield folder
+
+
+def host(root: Path, name: str = "", app_bind: str = "") -> Install:
+    return Install(Project.load(root / PROJECT_JSON), root, "stage", app_bind=app_bind, fleet_host=name)
+
+
+def rules_text(install: Install) -> str:
+    return render_text(install, FIREWALL)
+
+
+def nft_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "rules.nft"
+    path.write_text(text)
+    argv = [program("nft", "nftables"), "-c", "-f", str(path)]
+    return subprocess.run(argv if os.geteuid() == 0 else ["unshare", "-rn", *argv], capture_output=True, text=True)
+
+
+# ---- the inventory --------------------------------------------------------------------------
+def test_roles_and_private_addresses_come_from_fleet_ini(root: Path) -> None:
+    hosts = host(root).fleet
+    assert {name: h.roles for name, h in hosts.items()} == {
+        "lb": ("front",),
+        "web1": ("app",),
+        "web2": ("app", "data"),
+        "db": ("data",),
+    }
+    assert {name: h.private for name, h in hosts.items()} == {
+        "lb": "10.0.0.10",
+        "web1": "10.0.0.11",
+        "web2": "10.0.0.12",
+        "db": "fd00::13",
+    }
+    assert hosts["web1"].root == PurePosixPath(f"/home/{hosts['web1'].user}/project-baz.example/stage")
+
+
+def test_a_host_without_roles_is_an_app_host_and_a_public_address_is_no_private_one(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.ini"
+    path.write_text("[web1]\naddress = 8.8.8.8\n[web2]\n")
+    hosts = inventory.load(path, "baz", lambda user: PurePosixPath("/home", user))
+    assert [(h.roles, h.private, h.address) for h in hosts.values()] == [
+        (("app",), "", "8.8.8.8"),
+        (("app",), "", "web2"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        ("roles = app, cache", "roles = 'app, cache': give one or more of front, app, data"),
+        ("roles = ,", "roles = ',': give one or more of front, app, data"),
+        ("private = 8.8.8.8", "private 8.8.8.8 is a public address"),
+        ("private = web1.lan", "private 'web1.lan' is not an IP address"),
+        ("firewall = off", "unknown key firewall"),
+    ],
+)
+def test_a_wrong_line_names_the_section_the_value_and_the_rule(tmp_path: Path, section: str, words: str) -> None:
+    path = tmp_path / "fleet.ini"
+    path.write_text(f"[web1]\naddress = 10.0.0.11\n{section}\n")
+    with pytest.raises(DeployError, match=re.escape(words)) as error:
+        inventory.load(path, "baz", lambda user: PurePosixPath("/home", user))
+    assert f"{path} [web1]" in str(error.value)
+
+
+def test_a_fleet_host_that_fleet_ini_does_not_have_is_refused(root: Path) -> None:
+    with pytest.raises(DeployError, match=r"FLEET_HOST='web9' \(--fleet-host\) is not a section .*lb, web1, web2, db"):
+        host(root, "web9").roles  # noqa: B018
+    assert host(root).roles == ("front", "app", "data")  # no FLEET_HOST: a single server
+
+
+# ---- the rules of each role -------------------------------------------------------------------
+def rule_lines(text: str) -> list[str]:
+    return [line.split("#")[0].strip() for line in text.splitlines() if "dport" in line]
+
+
+def test_a_single_server_keeps_every_port_of_the_install_to_itself(root: Path, tmp_path: Path) -> None:
+    install = host(root)
+    text = rules_text(install)
+    assert rule_lines(text) == ["tcp dport 60010-60019 reject with tcp reset", "udp dport 60010-60019 reject"]
+    assert 'iif "lo" accept' in text and "table inet djl_stage_project_baz_example {" in text
+    assert nft_check(text, tmp_path).returncode == 0, nft_check(text, tmp_path).stderr
+
+
+def test_an_app_host_opens_its_app_port_to_the_fronts_only(root: Path, tmp_path: Path) -> None:
+    text = rules_text(host(root, "web1", app_bind="10.0.0.11"))
+    app = firewall.rules(host(root, "web1", app_bind="10.0.0.11")).openings
+    assert [(o.port, o.ipv4, o.ipv6) for o in app] == [(60011, ["10.0.0.10"], [])]
+    assert rule_lines(text)[0] == "tcp dport 60011 ip saddr { 10.0.0.10 } accept"
+    assert rule_lines(text)[1:] == ["tcp dport 60010-60019 reject with tcp reset", "udp dport 60010-60019 reject"]
+    checked = nft_check(text, tmp_path)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_a_data_host_opens_postgresql_and_redis_to_the_app_hosts_only(root: Path, tmp_path: Path) -> None:
+    text = rules_text(host(root, "db"))
+    assert rule_lines(text)[:2] == [
+        "tcp dport 60015 ip saddr { 10.0.0.11, 10.0.0.12 } accept",
+        "tcp dport 60016 ip saddr { 10.0.0.11, 10.0.0.12 } accept",
+    ]
+    assert "10.0.0.10" not in text  # the front never reaches the data
+    both = rules_text(host(root, "web2", app_bind="10.0.0.12"))  # app and data: both openings
+    assert [line.split(" ip")[0] for line in rule_lines(both)[:3]] == [
+        "tcp dport 60011",
+        "tcp dport 60015",
+        "tcp dport 60016",
+    ]
+    for rules in (text, both):
+        checked = nft_check(rules, tmp_path)
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_ipv6_sources_get_their_own_rule(tmp_path: Path, root: Path) -> None:
+    (root / "etc/fleet.ini").write_text(FLEET.replace("address = 10.0.0.11", "address = fd00::11"))
+    try:
+        install = host(root, "db")
+        text = rules_text(install)
+        assert "tcp dport 60015 ip6 saddr { fd00::11 } accept" in text
+        assert "tcp dport 60015 ip saddr { 10.0.0.12 } accept" in text
+        assert nft_check(text, tmp_path).returncode == 0
+    finally:
+        (root / "etc/fleet.ini").write_text(FLEET)
+
+
+def test_a_front_without_a_private_address_is_refused_by_name(tmp_path: Path, root: Path) -> None:
+    (root / "etc/fleet.ini").write_text(FLEET.replace("private = 10.0.0.10\n", ""))
+    try:
+        with pytest.raises(DeployError, match=r"lb \(front\) has no private address: add `private = ADDRESS`"):
+            firewall.rules(host(root, "web1", app_bind="10.0.0.11"))
+    finally:
+        (root / "etc/fleet.ini").write_text(FLEET)
+
+
+def test_an_app_server_on_tcp_without_fleet_host_gets_no_rules_and_check_says_why(root: Path, tmp_path: Path) -> None:
+    install = host(root, app_bind="10.0.0.11")
+    assert FIREWALL not in outputs(install)
+    (result,) = configcheck.check_firewall(install, tmp_path)
+    assert not result.ok and "APP_BIND is set but not FLEET_HOST" in result.detail, result
+    assert "deploytool init --fleet-host NAME" in result.detail
+
+
+def test_nft_check_fails_on_a_broken_rule(tmp_path: Path, root: Path) -> None:
+    """The check that passes the rendered rules is one that can fail."""
+    broken = rules_text(host(root)).replace("reject with tcp reset", "reject with tcp resett")
+    checked = nft_check(broken, tmp_path)
+    assert checked.returncode != 0 and "syntax error" in checked.stderr, checked
