@@ -611,7 +611,7 @@ def sync_gunicorn_conf(stack: Stack, folder: Path) -> Path:
 
 def minimal_proxy(stack: Stack, key: str, upstream: Path) -> str:
     """The leanest nginx TLS proxy that answers the pages right: listen, the certificate, and
-    the pass (uwsgi_params for uWSGI; for HTTP, the Host and scheme Django checks)."""
+    the pass (uwsgi_params for uWSGI; for HTTP, the Host and scheme Django checks); no log."""
     if key == "uwsgi":
         passing = f"uwsgi_pass unix:{upstream};\n            include /etc/nginx/uwsgi_params;"
     else:
@@ -620,7 +620,8 @@ def minimal_proxy(stack: Stack, key: str, upstream: Path) -> str:
             "            proxy_set_header Host $host;\n"
             "            proxy_set_header X-Forwarded-Proto $scheme;"
         )
-    return f"""    server {{
+    return f"""    access_log off;
+    server {{
         listen 127.0.0.1:{PORTS[f"min_{key}_nginx"]} ssl;
         {tls(stack)}
         location / {{
@@ -1005,7 +1006,8 @@ def benchmark(args: argparse.Namespace) -> Results:
         wanted = set(args.pages) | (set() if args.quick else {"static", "home"})
         results.targets = [target for target in results.targets if target.page in wanted]
         for target in results.targets:
-            proc, log = started.get(target.key.split(":")[0], (None, None))
+            key = target.key.split(":")[0]
+            proc, log = started.get(key) or started.get(f"{key}_nginx") or (None, None)
             wait_answers(target, proc, log)
             load.measure(target, 2)  # warm-up: workers loaded, caches filled
         time.sleep(2)  # every worker idle again
@@ -1260,7 +1262,7 @@ def chart(results: Results, path: Path) -> None:
         f"dj-layout on {results.cores} cores, loopback: wrk -t{results.threads} -c{results.connections} "
         f"-d{results.duration}s, {results.rounds} rounds"
     )
-    figure.tight_layout(rect=(0, 0.03, 1, 1))  # room for the legend below
+    figure.tight_layout(rect=(0, 0.03, 1, 0.98))  # room for the title above, the legend below
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
