@@ -30,7 +30,7 @@ PRUNE = {
     },
     # The dedicated servers' systemd units (supervisor's services.conf renders what is chosen).
     "database": {
-        "sqlite": ["etc/templates/systemd/postgresql.service.j2"],
+        "sqlite": ["etc/templates/systemd/postgresql.service.j2", "etc/templates/postgresql"],
         "postgresql": [],
     },
     "cache": {

@@ -259,29 +259,6 @@ def test_app_servers_listen_on_their_private_address_only(fleet: Fleet) -> None:
 
 
 # ---- the firewall between the roles ----------------------------------------------------------------
-CONNECT = """
-import socket, sys
-address, port, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-probe = socket.socket()
-probe.settimeout(3)
-if source:
-    probe.bind((source, 0))
-try:
-    probe.connect((address, port))
-    print("connected")
-except ConnectionRefusedError:
-    print("refused")
-except OSError as error:
-    print(type(error).__name__)
-"""
-
-
-def connect(fleet: Fleet, where: str, address: str, port: int, source: str = "") -> str:
-    """A TCP connection attempt from the namespace ``where`` (from ``source`` when given)."""
-    argv = fleet.network.exec(where, "python3", "-c", CONNECT, address, str(port), source)
-    return run(argv).stdout.strip()
-
-
 def rules_of(node: Node) -> Path:
     return node.root / "etc/nftables" / f"{node.env['SITE']}.nft"
 
@@ -292,8 +269,8 @@ def test_the_rules_let_only_the_fronts_reach_an_app_server(fleet: Fleet) -> None
     network that fleet.ini does not name; the install's other ports answer web1 itself only,
     even for a server that listens on every address."""
     web1 = HOSTS["web1"]
-    assert connect(fleet, "lb", web1, APP_PORT) == "connected"
-    assert connect(fleet, "web2", web1, APP_PORT) == "refused"
+    assert fleet.network.connect("lb", web1, APP_PORT) == "connected"
+    assert fleet.network.connect("web2", web1, APP_PORT) == "refused"
     stranger = "10.213.0.99"  # on the bridge, in no section of fleet.ini
     fleet.network.ip_in("lb", "addr", "add", f"{stranger}/24", "dev", "br0")
     spare = BLOCK + 9  # the install's spare port: a server on 0.0.0.0 there, as a careless one would
@@ -306,21 +283,21 @@ def test_the_rules_let_only_the_fronts_reach_an_app_server(fleet: Fleet) -> None
         )
     )
     try:
-        assert connect(fleet, "lb", web1, APP_PORT, source=stranger) == "refused"
-        wait_until(lambda: connect(fleet, "web1", "127.0.0.1", spare) == "connected", "the spare listener")
-        assert connect(fleet, "web1", web1, spare) == "connected"  # the host itself, on its private address
-        assert connect(fleet, "lb", web1, spare) == "refused"
-        assert connect(fleet, "web2", web1, spare) == "refused"
+        assert fleet.network.connect("lb", web1, APP_PORT, source=stranger) == "refused"
+        wait_until(lambda: fleet.network.connect("web1", "127.0.0.1", spare) == "connected", "the spare listener")
+        assert fleet.network.connect("web1", web1, spare) == "connected"  # the host itself, on its private address
+        assert fleet.network.connect("lb", web1, spare) == "refused"
+        assert fleet.network.connect("web2", web1, spare) == "refused"
         # The refusals are the rules' doing: without web1's table, web2 gets through.
         table = re.search(r"^table inet (\w+) \{", rules_of(fleet.web["web1"]).read_text(), re.M).group(1)  # type: ignore[union-attr]
         nft = program("nft", "nftables")
         run(fleet.network.exec("web1", nft, "delete", "table", "inet", table))
         try:
-            assert connect(fleet, "web2", web1, APP_PORT) == "connected"
-            assert connect(fleet, "lb", web1, spare) == "connected"
+            assert fleet.network.connect("web2", web1, APP_PORT) == "connected"
+            assert fleet.network.connect("lb", web1, spare) == "connected"
         finally:
             run(fleet.network.exec("web1", nft, "-f", rules_of(fleet.web["web1"])))
-        assert connect(fleet, "web2", web1, APP_PORT) == "refused"
+        assert fleet.network.connect("web2", web1, APP_PORT) == "refused"
     finally:
         listener.kill()
         listener.wait()
@@ -438,6 +415,23 @@ def test_least_conn_sends_requests_away_from_a_busy_host(fleet: Fleet) -> None:
     least, robin = results["least_conn"], results["round_robin"]
     assert least.revisions.get(web2, 0) > 5 * robin.revisions.get(web2, 0), (least.revisions, robin.revisions)
     assert least.share(fleet.first["web2"]) > 0.9, least.revisions
+
+
+def test_an_app_host_leaves_and_joins_the_balancer_under_load(fleet: Fleet) -> None:
+    """web2 taken out of app_upstreams and put back (`up` on the front: render, nginx -t,
+    reload) while wrk runs through the front: no request fails, and in between only web1
+    answers."""
+    fleet.front("round_robin")
+    with fleet.load() as traffic:
+        fleet.front("round_robin", HOSTS["web1"])
+        alone = fleet.burst(1)
+        fleet.front("round_robin")
+    traffic.assert_nothing_failed()
+    alone.assert_nothing_failed()
+    assert set(alone.revisions) == {fleet.first["web1"][:12]}, alone.revisions
+    print(f"web2 out and back in under load: {traffic.requests} requests, 0 failed")
+    both = fleet.burst(2)
+    assert set(both.revisions) == {fleet.first["web1"][:12], fleet.first["web2"][:12]}, both.revisions
 
 
 def test_a_stopped_app_server_costs_no_request(fleet: Fleet) -> None:

@@ -100,4 +100,5 @@ BLOCKS = {
     "bench": 64500,  # and 64550: bench/benchmark.py's two projects
     "security": 64600,  # bench/security.py; 64650: bench/backups.py; 64700: bench/sqlite.py; 64750: bench/scaling.py
     "fleet": 64800,  # inside the fleet's namespaces; 64850 a second project for ports --check
+    "shared": 64900,  # inside test_shared_data's namespaces
 }

@@ -22,14 +22,33 @@ HOSTS = {"web1": "10.213.0.11", "web2": "10.213.0.12"}  # app servers, their ngi
 ADDRESSES = {**HOSTS, "lb": LB_ADDRESS}  # every host with an sshd (lb: the front, in fleet.ini too)
 
 
+CONNECT = """
+import socket, sys
+address, port, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+probe = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+probe.settimeout(3)
+if source:
+    probe.bind((source, 0))
+try:
+    probe.connect((address, port))
+    print("connected")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as error:
+    print(type(error).__name__)
+"""
+
+
 # ---- the network: namespaces, a bridge, veth pairs -------------------------------------------
 class Network:
-    """lb, web1 and web2 on one private /24, in namespaces only this module made."""
+    """lb (the bridge's end) and the other hosts on one private /24, in namespaces only this
+    module made: by default lb, web1 and web2."""
 
-    def __init__(self) -> None:
+    def __init__(self, hosts: dict[str, str] | None = None, lb: str = LB_ADDRESS, tag: str = "djlf") -> None:
         self.ip = program("ip", "iproute2")
-        tag = f"djlf{os.getpid()}"
-        self.names = {"lb": f"{tag}-lb", **{host: f"{tag}-{host}" for host in HOSTS}}
+        self.hosts, self.lb = hosts or HOSTS, lb
+        tag = f"{tag}{os.getpid()}"
+        self.names = {"lb": f"{tag}-lb", **{host: f"{tag}-{host}" for host in self.hosts}}
         self.made: list[str] = []
 
     def _ip(self, *args: str) -> None:
@@ -42,9 +61,9 @@ class Network:
             self._ip("-n", name, "link", "set", "lo", "up")
         lb = self.names["lb"]
         self._ip("-n", lb, "link", "add", "br0", "type", "bridge")
-        self._ip("-n", lb, "addr", "add", f"{LB_ADDRESS}/24", "dev", "br0")
+        self._ip("-n", lb, "addr", "add", f"{self.lb}/24", "dev", "br0")
         self._ip("-n", lb, "link", "set", "br0", "up")
-        for host, address in HOSTS.items():
+        for host, address in self.hosts.items():
             ns, port = self.names[host], f"v{host}"
             # Both ends are made inside namespaces: nothing appears in this machine's own.
             self._ip("-n", lb, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -56,6 +75,12 @@ class Network:
     def ip_in(self, where: str, *args: str) -> None:
         """`ip ARGS` in the namespace ``where`` (an address added for a test, say)."""
         self._ip("-n", self.names[where], *args)
+
+    def connect(self, where: str, address: str, port: int, source: str = "") -> str:
+        """A TCP connection attempt from the namespace ``where`` (from ``source`` when given):
+        "connected", "refused", or the error's name (a timeout: something dropped it)."""
+        argv = self.exec(where, "python3", "-c", CONNECT, address, str(port), source)
+        return run(argv).stdout.strip()
 
     def exec(self, where: str, *argv: str | Path) -> list[str]:
         return [self.ip, "netns", "exec", self.names[where], *map(str, argv)]

@@ -31,10 +31,9 @@ address = 10.0.0.11
 roles = app
 [web2]
 address = 10.0.0.12
-roles = data, app          ; any order: one order everywhere
 [db]
 address = fd00::13
-roles = data
+roles = data, app          ; any order: one order everywhere
 """
 
 
@@ -66,8 +65,8 @@ def test_roles_and_private_addresses_come_from_fleet_ini(root: Path) -> None:
     assert {name: h.roles for name, h in hosts.items()} == {
         "lb": ("front",),
         "web1": ("app",),
-        "web2": ("app", "data"),
-        "db": ("data",),
+        "web2": ("app",),
+        "db": ("app", "data"),
     }
     assert {name: h.private for name, h in hosts.items()} == {
         "lb": "10.0.0.10",
@@ -135,22 +134,46 @@ def test_an_app_host_opens_its_app_port_to_the_fronts_only(root: Path, tmp_path:
     assert checked.returncode == 0, checked.stderr
 
 
-def test_a_data_host_opens_postgresql_and_redis_to_the_app_hosts_only(root: Path, tmp_path: Path) -> None:
-    text = rules_text(host(root, "db"))
-    assert rule_lines(text)[:2] == [
+def test_a_data_host_opens_postgresql_to_the_app_hosts_only(root: Path, tmp_path: Path) -> None:
+    """db holds the data (and is an app host too): PostgreSQL's port for the app hosts, the
+    app port for the front; Redis stays on each host's unix socket, so its port is shut."""
+    text = rules_text(host(root, "db", app_bind="fd00::13"))
+    assert rule_lines(text)[:4] == [
+        "tcp dport 60011 ip saddr { 10.0.0.10 } accept",
         "tcp dport 60015 ip saddr { 10.0.0.11, 10.0.0.12 } accept",
-        "tcp dport 60016 ip saddr { 10.0.0.11, 10.0.0.12 } accept",
+        "tcp dport 60015 ip6 saddr { fd00::13 } accept",
+        "tcp dport 60010-60019 reject with tcp reset",
     ]
-    assert "10.0.0.10" not in text  # the front never reaches the data
-    both = rules_text(host(root, "web2", app_bind="10.0.0.12"))  # app and data: both openings
-    assert [line.split(" ip")[0] for line in rule_lines(both)[:3]] == [
-        "tcp dport 60011",
-        "tcp dport 60015",
-        "tcp dport 60016",
+    checked = nft_check(text, tmp_path)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_data_hosts_postgresql_is_every_hosts_and_admits_the_app_hosts(root: Path) -> None:
+    """One database: every host's settings name the data host's private address, only the
+    data host runs the cluster, and its pg_hba.conf admits the app hosts by address."""
+    web1, db = host(root, "web1", app_bind="10.0.0.11"), host(root, "db")
+    assert web1.database_address == db.database_address == "fd00::13"
+    assert (web1.runs_database, db.runs_database, host(root).runs_database) == (False, True, True)
+    assert host(root).database_address == "127.0.0.1"  # a single server: its own
+    assert db.database_clients == ["10.0.0.11", "10.0.0.12", "fd00::13"] and web1.database_clients == []
+    hba = render_text(db, "postgresql/pg_hba.conf.j2")
+    lines = [line.split("#")[0].split() for line in hba.splitlines() if line.startswith("host")]
+    user = db.project.user
+    assert lines == [
+        ["host", "all", user, address, "scram-sha-256"]
+        for address in ("127.0.0.1/32", "::1/128", "10.0.0.11/32", "10.0.0.12/32", "fd00::13/128")
     ]
-    for rules in (text, both):
-        checked = nft_check(rules, tmp_path)
-        assert checked.returncode == 0, checked.stderr
+
+
+def test_two_data_hosts_are_refused(root: Path) -> None:
+    (root / "etc/fleet.ini").write_text(
+        FLEET.replace("[web2]\naddress = 10.0.0.12\n", "[web2]\naddress = 10.0.0.12\nroles = data\n")
+    )
+    try:
+        with pytest.raises(DeployError, match="web2, db all have the role data: one host holds the site's data"):
+            host(root, "web1").database_address  # noqa: B018
+    finally:
+        (root / "etc/fleet.ini").write_text(FLEET)
 
 
 def test_ipv6_sources_get_their_own_rule(tmp_path: Path, root: Path) -> None:
@@ -158,7 +181,7 @@ def test_ipv6_sources_get_their_own_rule(tmp_path: Path, root: Path) -> None:
     try:
         install = host(root, "db")
         text = rules_text(install)
-        assert "tcp dport 60015 ip6 saddr { fd00::11 } accept" in text
+        assert "tcp dport 60015 ip6 saddr { fd00::11, fd00::13 } accept" in text
         assert "tcp dport 60015 ip saddr { 10.0.0.12 } accept" in text
         assert nft_check(text, tmp_path).returncode == 0
     finally:

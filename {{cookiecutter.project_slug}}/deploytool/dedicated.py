@@ -50,7 +50,13 @@ class PostgreSQL:
             f"unix_socket_directories={self.install.run_dir}",
             "-c",
             "unix_socket_permissions=0700",  # the project user's only, as its folder
+            "-c",
+            f"hba_file={self.hba_file}",  # who may connect: rendered from etc/fleet.ini
         ]
+
+    @property
+    def hba_file(self) -> Path:
+        return self.install.etc_dir / "postgresql" / "pg_hba.conf"
 
     def foreground(self) -> list[str]:
         """The server in the foreground, as systemd or supervisor runs it (logs on stderr)."""
@@ -201,7 +207,7 @@ class Memcached(_Daemon):
 def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
     """The dedicated copies this install's answers ask for, in start order."""
     chosen: list[PostgreSQL | Redis | Memcached] = []
-    if install.project.database == "postgresql":
+    if install.project.database == "postgresql" and install.runs_database:
         chosen.append(PostgreSQL(install))
     if install.project.cache == "redis":
         chosen.append(Redis(install))

@@ -153,6 +153,8 @@ class Deploy:
         return " ".join(args)
 
     def migrate(self) -> str:
+        if not self.install.migrates:
+            return "not here: a front, the data host's database is the app hosts' to migrate"
         before = applied_migrations(self.install)
         if planned(self.install):  # the way back from a migration that drops data
             started = time.monotonic()

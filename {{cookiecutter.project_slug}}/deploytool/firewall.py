@@ -20,9 +20,9 @@ from .inventory import private_addresses, with_role
 from .layout import Install
 from .ports import INSTALL_SIZE
 
-# A dedicated server an app host reaches over the network when it runs on a data host.
-# memcached is never among them: it has no password, so it stays on each host's unix socket.
-SHARED = {"postgresql": "PostgreSQL", "redis": "Redis"}
+# A dedicated server app hosts reach over the network when it runs on a data host. Redis and
+# memcached are not among them (yet): they stay on each host's unix socket, without a password.
+SHARED = {"postgresql": "PostgreSQL"}
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ STAY_LOCAL = {
     "supervisor/supervisord.conf.j2",  # the install's own supervisord, not the system's
     "supervisor/app.conf.j2",  # its program: in conf.d root's supervisord would run it too
     "supervisor/worker.conf.j2",  # the worker's program, beside the app's
+    "postgresql/pg_hba.conf.j2",  # the install's own PostgreSQL reads it from etc/
 }
 INSTALLED = "installed.list"  # root's record of what the system part put in place
 HTPASSWD_LINE = re.compile(rb"^[A-Za-z0-9_.@-]{1,64}:\$(6|5|2[aby]|apr1)\$[./0-9A-Za-z$]{8,200}$")
@@ -215,7 +216,7 @@ def install_user(install: Install) -> Iterator[str]:
         yield "installed requirements"
     yield from database_ready(install)
     manage = [install.python, install.root / "manage.py"]
-    if "Applying" in proc.run([*manage, "migrate", "--noinput"], "manage.py migrate"):
+    if install.migrates and "Applying" in proc.run([*manage, "migrate", "--noinput"], "manage.py migrate"):
         yield "applied migrations"
     close_database(install)
     collected = proc.run([*manage, "collectstatic", "--noinput"], "manage.py collectstatic")

@@ -12,7 +12,7 @@ app_upstreams):
                                 ; (default: address, when that is a private one)
 
 Roles: `front` runs nginx (TLS, static files, the balancer), `app` the app server, `data`
-the install's PostgreSQL and Redis. A host knows which section is its own from env.conf's
+the install's PostgreSQL (one host at most). A host knows which section is its own from env.conf's
 FLEET_HOST (`deploytool init --fleet-host NAME`); without one it is a single server holding
 every role, as before fleet.ini existed.
 """

@@ -184,6 +184,46 @@ class Install:
         host = self.fleet_entry()
         return host.roles if host else inventory.ROLES
 
+    @property
+    def data_host(self) -> inventory.Host | None:
+        """The fleet's data host, whose PostgreSQL every app host uses; None on a single server
+        and in a fleet without one (each host then has its own database, as before)."""
+        if not self.fleet_host:
+            return None
+        hosts = inventory.with_role(self.fleet, "data")
+        if len(hosts) > 1:
+            names = ", ".join(host.name for host in hosts)
+            raise DeployError(f"etc/fleet.ini: {names} all have the role data: one host holds the site's data")
+        return hosts[0] if hosts else None
+
+    @property
+    def runs_database(self) -> bool:
+        """This host runs the install's own PostgreSQL (if the answers chose it): a single
+        server, the data host, or every host of a fleet without a data host."""
+        return self.data_host is None or "data" in self.roles
+
+    @property
+    def migrates(self) -> bool:
+        """This host runs `migrate`: it holds the database or serves the app. A front of a
+        fleet with a data host never reaches the database (its rules and pg_hba.conf refuse it)."""
+        return self.runs_database or "app" in self.roles
+
+    @property
+    def database_address(self) -> str:
+        """Where the install's PostgreSQL listens and the app connects (settings_local.py's
+        HOST, written by init): the data host's private address, else 127.0.0.1."""
+        host = self.data_host
+        return inventory.private_addresses([host], "data")[0] if host else "127.0.0.1"
+
+    @property
+    def database_clients(self) -> list[str]:
+        """Private addresses this host's PostgreSQL admits besides loopback: on a data host, the
+        fleet's app hosts and itself (the app, backups and jobs connect to HOST)."""
+        if self.data_host is None or "data" not in self.roles:
+            return []
+        hosts = [host for host in self.fleet.values() if "app" in host.roles or host.name == self.fleet_host]
+        return inventory.private_addresses(hosts, "app")
+
     # ---- ports -------------------------------------------------------------------------
     @cached_property
     def ports(self) -> dict[str, int]:

@@ -89,6 +89,9 @@ OUTPUTS: dict[str, Output] = {
     "nftables/firewall.service.j2": Output(
         "systemd/system/{site}_firewall.service", "systemd unit loading the nftables rules at boot"
     ),
+    "postgresql/pg_hba.conf.j2": Output(
+        "postgresql/pg_hba.conf", "pg_hba.conf of the install's own PostgreSQL: who may connect"
+    ),
     "tmpfiles.conf.j2": Output(
         "tmpfiles.d/{site}.conf", "tmpfiles.d of the run and socket folders, made at every boot"
     ),
@@ -96,6 +99,7 @@ OUTPUTS: dict[str, Output] = {
 EXECUTABLE = {"letsencrypt/deploy-hook.sh.j2"}
 FIREWALL = "nftables/install.nft.j2"
 FIREWALL_FILES = {FIREWALL, "nftables/firewall.service.j2"}
+DATABASE_FILES = {"systemd/postgresql.service.j2", "postgresql/pg_hba.conf.j2"}
 # Rendered once per job of etc/templates/jobs.ini: outputs() keys them "<template>@<job>".
 PER_JOB = {"systemd/job.service.j2", "systemd/job.timer.j2"}
 
@@ -199,6 +203,8 @@ def outputs(install: Install) -> dict[str, Path]:
             continue
         if template in FIREWALL_FILES and not firewall.applies(install):
             continue  # an app server on TCP with no FLEET_HOST: its fronts are not known
+        if template in DATABASE_FILES and not install.runs_database:
+            continue  # an app host of a fleet with a data host: the database is that host's
         for job in jobs if template in PER_JOB else [""]:
             key = f"{template}@{job}" if job else template
             found[key] = install.etc_dir / output.target.format(**names, job=job)

@@ -100,9 +100,16 @@ Component = dedicated.PostgreSQL | dedicated.Redis | dedicated.Memcached | AppSe
 
 
 def components(install: Install) -> list[Component]:
-    """In start order; stopped in reverse."""
+    """In start order; stopped in reverse. A host of the fleet that only holds the data runs
+    its dedicated servers alone: no app server, no nginx."""
+    if data_only(install):
+        return [*dedicated.for_install(install)]
     workers = [Worker(install)] if install.has_worker else []
     return [*dedicated.for_install(install), AppServer(install), *workers, Nginx(install)]
+
+
+def data_only(install: Install) -> bool:
+    return install.roles == ("data",)
 
 
 # ---- the commands ----------------------------------------------------------------------------
@@ -174,6 +181,8 @@ def up(current: Install) -> Install:
     first = not sandbox.python.exists()
     with step("up", "venv, requirements, migrate, collectstatic" + (" (a first run takes minutes)" if first else "")):
         put_in_place(sandbox, "user")
+    if data_only(sandbox):
+        return sandbox  # the database runs and is migrated: the app hosts' `up` comes next
     with step("up", f"starting the app server ({sandbox.project.app_server})"):
         AppServer(sandbox).start()
     if sandbox.has_worker:

@@ -20,7 +20,9 @@ SECRET_KEY = "\u003cSECRET_KEY\u003e"
 DEBUG = False
 ALLOWED_HOSTS = ["project-baz.example", "www.project-baz.example"]
 
-# The install's own PostgreSQL cluster: host and port always explicit.
+# The install's own PostgreSQL cluster: host and port always explicit. In a fleet with a
+# data host, its private address: copy this file to every host of the site (same database,
+# same SECRET_KEY: a session is valid on every app host).
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",

@@ -1,0 +1,240 @@
+"""One site on several servers that share its data: a data host's PostgreSQL on its private
+address, two app hosts that use it, a front that balances over them, each host with the
+roles of etc/fleet.ini and the nftables rules rendered from them, loaded.
+
+The hosts are network namespaces this module makes on a private bridge (10.214.0.0/24, which
+exists only inside them): lb 10.214.0.10 (the front), web1 .11 and web2 .12 (gunicorn on their
+private address), data .13 (the install's PostgreSQL). Each host has its own copy of one baked
+checkout; the data host's settings_local.py is copied to the others, as the README says (one
+database, one SECRET_KEY). Ports: block 64900, the same numbers on every host.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support import BLOCKS, bake_for_user, program, run, wait_until
+from support.netns import Network, Node
+
+BLOCK = BLOCKS["shared"]
+APP_PORT, HTTPS_PORT, POSTGRESQL_PORT = BLOCK + 1, BLOCK + 3, BLOCK + 5
+LB, DATA = "10.214.0.10", "10.214.0.13"
+APPS = {"web1": "10.214.0.11", "web2": "10.214.0.12"}
+STRANGER = "10.214.0.99"  # an address on the bridge that fleet.ini does not name
+PASSWORD = "a password for alice"
+
+# Through the front as a browser would: the admin's login form, then its index page N times.
+LOGIN = r"""
+import http.client, json, re, socket, ssl, sys, urllib.parse
+site, port, ca, user, password, count = sys.argv[1:7]
+context = ssl.create_default_context(cafile=ca)
+cookies = {}
+
+def ask(method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection(site, int(port), timeout=30)
+    conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", int(port))), server_hostname=site)
+    sent = {"Host": f"{site}:{port}", "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()), **(headers or {})}
+    conn.request(method, path, body=body, headers=sent)
+    answer = conn.getresponse()
+    for header, value in answer.getheaders():
+        if header.lower() == "set-cookie":
+            name, _, rest = value.partition("=")
+            cookies[name] = rest.split(";", 1)[0]
+    return answer.status, answer.read().decode()
+
+status, page = ask("GET", "/admin/login/?next=/admin/")
+token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": user, "password": password, "next": "/admin/"})
+login, _ = ask("POST", "/admin/login/?next=/admin/", form, {
+    "Content-Type": "application/x-www-form-urlencoded", "Referer": f"https://{site}:{port}/admin/login/"})
+answers = []
+for _ in range(int(count)):
+    status, page = ask("GET", "/admin/")
+    answers.append([status, f"<strong>{user}</strong>" in page])
+print(json.dumps({"login": login, "session": cookies.get("sessionid", ""), "answers": answers}))
+"""
+
+
+@dataclass
+class Site:
+    network: Network
+    nodes: dict[str, Node]  # lb, web1, web2, data
+    site: str
+    slug: str
+
+    def manage(self, host: str, code: str) -> str:
+        """`manage.py shell -c CODE` on ``host``, as the project user: its last line."""
+        node = self.nodes[host]
+        out = node.run(node.root / "env3.11/bin/python", "manage.py", "shell", "--no-imports", "-c", code).stdout
+        return out.strip().splitlines()[-1] if out.strip() else ""
+
+    def direct(self, where: str, host: str, path: str, cookie: str = "") -> tuple[int, str]:
+        """GET straight to ``host``'s app server (gunicorn's HTTP, past every nginx), from
+        the namespace ``where``, with the headers nginx sends."""
+        script = (
+            "import http.client, sys; c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=30); "
+            "c.request('GET', sys.argv[3], headers={'Host': sys.argv[4], 'X-Forwarded-Proto': 'https', "
+            "'Cookie': sys.argv[5]}); r = c.getresponse(); print(r.status); print(r.read().decode())"
+        )
+        argv = self.network.exec(where, "python3", "-c", script, APPS[host], str(APP_PORT), path, self.site, cookie)
+        status, _, body = run(argv).stdout.partition("\n")
+        return int(status), body
+
+    def rules(self, host: str) -> Path:
+        node = self.nodes[host]
+        return node.root / "etc/nftables" / f"{node.env['SITE']}.nft"
+
+
+@pytest.fixture(scope="module")
+def shared(project_user: str, project_venv: Path) -> Iterator[Site]:
+    for name, package in (("ip", "iproute2"), ("nft", "nftables"), ("psql", "postgresql")):
+        program(name, package)
+    project = bake_for_user(
+        project_user,
+        project_venv,
+        project_name="Shared",
+        port_block_start=BLOCK,
+        app_server="gunicorn",
+        database="postgresql",
+        admin_basic_auth="false",
+        app_upstreams=", ".join(APPS.values()),
+    )
+    base = project.parent
+    hosts = {**APPS, "data": DATA}
+    network = Network(hosts, lb=LB, tag="djld")
+    roles = {"lb": "front", "web1": "app", "web2": "app", "data": "data"}
+    addresses = {"lb": LB, **hosts}
+    fleet = "".join(
+        f"[{name}]\naddress = {addresses[name]}\nroot = {base / name / 'shared'}\nroles = {role}\n"
+        for name, role in roles.items()
+    )
+    (project / "etc/fleet.ini").write_text(fleet)
+    (project / "etc/settings_local.py").unlink()  # made by the data host's init below
+    nodes: dict[str, Node] = {}
+    started: list[Node] = []
+    try:
+        network.create()
+        for name in ("data", "web1", "web2", "lb"):  # the data host first: its settings are the site's
+            root = base / name / "shared"
+            root.parent.mkdir()
+            shutil.copytree(project, root, symlinks=True)
+            run(["chown", "-R", "-h", f"{project_user}:{project_user}", root.parent])
+            node = nodes[name] = Node(name, network, root, project_user)
+            if name != "data":
+                local = root / "etc/settings_local.py"
+                shutil.copy2(nodes["data"].root / "etc/settings_local.py", local)
+                shutil.chown(local, project_user, project_user)
+            bind = ["--app-bind", APPS[name]] if name in APPS else []
+            jobs = "on" if name == "web1" else "off"
+            node.deploytool("init", "--install-type", "dev", "--fleet-host", name, "--jobs", jobs, *bind)
+        for name in ("data", "web1", "web2", "lb"):  # data first (its PostgreSQL, the migrations), lb last
+            out = nodes[name].deploytool("up").stdout
+            started.append(nodes[name])
+            assert ("starting postgresql" in out) == (name == "data"), f"{name}:\n{out}"
+        for name in nodes:
+            run(network.exec(name, program("nft", "nftables"), "-f", Site(network, nodes, "", "").rules(name)))
+        slug = json.loads((project / "etc/project.json").read_text())["project_slug"]
+        yield Site(network, nodes, nodes["lb"].env["SITE"], slug)
+    finally:
+        for node in reversed(started):
+            node.deploytool("down", check=False)
+        network.remove()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_every_host_uses_the_data_hosts_database(shared: Site) -> None:
+    """One settings file for the site: every host's DATABASES names the data host; only the
+    data host runs PostgreSQL, on its private address, and its pg_hba.conf admits the app hosts."""
+    for name, node in shared.nodes.items():
+        settings = (node.root / "etc/settings_local.py").read_text()
+        assert f'"HOST": "{DATA}"' in settings, name
+        assert ("postgresql" in node.run(node.root / "bin/deploytool", "status", check=False).stdout) == (
+            name == "data"
+        ), name
+    hba = (shared.nodes["data"].root / "etc/postgresql/pg_hba.conf").read_text()
+    for address in (*APPS.values(), DATA):
+        assert f"{address}/32  scram-sha-256" in hba, hba
+    assert LB not in hba
+
+
+def test_a_login_through_the_front_is_valid_on_every_app_host(shared: Site) -> None:
+    code = (
+        "from django.contrib.auth import get_user_model; User = get_user_model(); "
+        f"User.objects.filter(username='alice').exists() or User.objects.create_superuser('alice', '', {PASSWORD!r}); "
+        "print(User.objects.filter(username='alice').count())"
+    )
+    assert shared.manage("web1", code) == "1"  # made through web1: the data host's database
+    lb = shared.nodes["lb"]
+    ca = lb.root / ".sandbox/etc/ssl/sandbox-ca.pem"
+    argv = shared.network.exec("lb", "python3", "-c", LOGIN, shared.site, str(HTTPS_PORT), ca, "alice", PASSWORD, "8")
+    result = json.loads(run(argv).stdout)
+    assert result["login"] == 302 and result["session"], result  # logged in, on whichever host took the POST
+    assert result["answers"] == [[200, True]] * 8, result  # round robin: both hosts, the same session
+    for host in APPS:  # and on each host by itself, past the front
+        status, page = shared.direct("lb", host, "/admin/", f"sessionid={result['session']}")
+        assert status == 200 and "<strong>alice</strong>" in page, (host, status, page[:300])
+        status, _ = shared.direct("lb", host, "/admin/")  # without the cookie: the login form
+        assert status == 302, (host, status)
+
+
+def test_a_row_written_through_one_app_host_is_read_through_the_other(shared: Site) -> None:
+    count = f"from {shared.slug}.models import Visit; print(Visit.objects.count())"
+    before = int(shared.manage("web2", count))
+    for _ in range(5):  # the home page writes a row per visit: through web1
+        assert shared.direct("lb", "web1", "/")[0] == 200
+    assert int(shared.manage("web2", count)) == before + 5
+    status, page = shared.direct("lb", "web2", "/visits/")
+    assert status == 200 and page.count("<li") >= 5, page[:300]
+
+
+def test_the_data_hosts_postgresql_admits_the_app_hosts_only(shared: Site) -> None:
+    """With the rules loaded: the app hosts connect, the front and a stranger are refused,
+    and the app port refuses the data host. Without the data host's rules, pg_hba.conf still
+    turns the front away: a second wall, not the only one."""
+    network = shared.network
+    for host in APPS:
+        assert network.connect(host, DATA, POSTGRESQL_PORT) == "connected", host
+    assert network.connect("lb", DATA, POSTGRESQL_PORT) == "refused"
+    network.ip_in("lb", "addr", "add", f"{STRANGER}/24", "dev", "br0")
+    try:
+        assert network.connect("lb", DATA, POSTGRESQL_PORT, source=STRANGER) == "refused"
+    finally:
+        network.ip_in("lb", "addr", "del", f"{STRANGER}/24", "dev", "br0")
+    assert network.connect("data", APPS["web1"], APP_PORT) == "refused"
+    assert network.connect("lb", APPS["web1"], APP_PORT) == "connected"
+
+    settings = (shared.nodes["data"].root / "etc/settings_local.py").read_text()
+    password = settings.split('"PASSWORD": "', 1)[1].split('"', 1)[0]
+    user = shared.nodes["data"].user
+    psql = [
+        "env",
+        f"PGPASSWORD={password}",
+        program("psql", "postgresql"),
+        "-h",
+        DATA,
+        "-p",
+        str(POSTGRESQL_PORT),
+        "-U",
+        user,
+        "-d",
+        shared.slug,
+        "-tAc",
+        "select 1",
+    ]
+    nft = program("nft", "nftables")
+    table = shared.rules("data").read_text().split("table inet ", 1)[1].split()[0]
+    run(network.exec("data", nft, "delete", "table", "inet", table))
+    try:
+        tried = subprocess.run(network.exec("lb", *psql), capture_output=True, text=True, timeout=30)
+        assert tried.returncode != 0 and f'no pg_hba.conf entry for host "{LB}"' in tried.stderr, tried
+        allowed = subprocess.run(network.exec("web2", *psql), capture_output=True, text=True, timeout=30)
+        assert allowed.returncode == 0 and allowed.stdout.strip() == "1", allowed
+    finally:
+        run(network.exec("data", nft, "-f", shared.rules("data")))
+    wait_until(lambda: network.connect("lb", DATA, POSTGRESQL_PORT) == "refused", "the data host's rules again")
