@@ -82,14 +82,14 @@ class Seen:
         return self.revisions.get(revision[:12], 0) / max(self.ok, 1)
 
 
-def wrk_argv(wrk: str, url: str, host: str, script: Path, seconds: int, connections: int = 8) -> list[str]:
-    """wrk with COUNT_LUA (written to ``script``) on ``url``, sending ``host`` as Host."""
+def wrk_argv(
+    wrk: str, url: str, host: str, script: Path, seconds: int, connections: int = 8, headers: Sequence[str] = ()
+) -> list[str]:
+    """wrk with COUNT_LUA (written to ``script``) on ``url``, sending ``host`` as Host (and
+    ``headers``)."""
     script.write_text(COUNT_LUA)
-    return [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script)] + [
-        "-H",
-        f"Host: {host}",
-        url,
-    ]
+    sent = [arg for header in [f"Host: {host}", *headers] for arg in ("-H", header)]
+    return [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), *sent, url]
 
 
 @contextmanager
