@@ -55,7 +55,8 @@ class Seen:
 
     def parse(self, output: str) -> None:
         self.output = output
-        done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", output)
+        # wrk gives the duration in ms, s or m (a run past ~50 s reads "0.90m")
+        done = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)\b", output)
         statuses = re.search(r"statuses: 200=(\d+) other=(\d+)", output)
         assert done and statuses, f"wrk printed no summary:\n{output}"
         self.requests = int(done.group(1))
