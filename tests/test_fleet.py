@@ -228,8 +228,7 @@ def fleet(project_user: str, project_venv: Path) -> Iterator[Fleet]:
             # Every host's rules, as `deploytool render` wrote them from fleet.ini and the port
             # map, loaded in its own namespace: every test below runs behind them.
             for node in (lb, *web.values()):
-                rules = node.root / "etc/nftables" / f"{node.env['SITE']}.nft"
-                run(network.exec(node.name, program("nft", "nftables"), "-f", rules))
+                node.nft("-f", node.rules)
             slug = json.loads((project / "etc/project.json").read_text())["project_slug"]
             yield Fleet(network, lb, web, base, origin, work, ssh, lb.env["SITE"], slug, first)
     finally:
@@ -260,10 +259,6 @@ def test_app_servers_listen_on_their_private_address_only(fleet: Fleet) -> None:
 
 
 # ---- the firewall between the roles ----------------------------------------------------------------
-def rules_of(node: Node) -> Path:
-    return node.root / "etc/nftables" / f"{node.env['SITE']}.nft"
-
-
 def test_the_rules_let_only_the_fronts_reach_an_app_server(fleet: Fleet) -> None:
     """Loaded on every host (the fixture), from fleet.ini's roles: web1's app port answers
     the front (lb) and refuses web2 (an app host, not a front) and an address of the private
@@ -290,14 +285,13 @@ def test_the_rules_let_only_the_fronts_reach_an_app_server(fleet: Fleet) -> None
         assert fleet.network.connect("lb", web1, spare) == "refused"
         assert fleet.network.connect("web2", web1, spare) == "refused"
         # The refusals are the rules' doing: without web1's table, web2 gets through.
-        table = re.search(r"^table inet (\w+) \{", rules_of(fleet.web["web1"]).read_text(), re.M).group(1)  # type: ignore[union-attr]
-        nft = program("nft", "nftables")
-        run(fleet.network.exec("web1", nft, "delete", "table", "inet", table))
+        web1_node = fleet.web["web1"]
+        web1_node.nft("delete", "table", "inet", web1_node.table)
         try:
             assert fleet.network.connect("web2", web1, APP_PORT) == "connected"
             assert fleet.network.connect("lb", web1, spare) == "connected"
         finally:
-            run(fleet.network.exec("web1", nft, "-f", rules_of(fleet.web["web1"])))
+            web1_node.nft("-f", web1_node.rules)
         assert fleet.network.connect("web2", web1, APP_PORT) == "refused"
     finally:
         listener.kill()
@@ -330,7 +324,7 @@ def test_loading_the_rules_again_replaces_them_in_one_step(fleet: Fleet) -> None
     with fleet.load(30) as traffic:
         time.sleep(1)  # the session is up
         for _ in range(3):
-            run(fleet.network.exec("web2", nft, "-f", rules_of(node)))
+            node.nft("-f", node.rules)
     traffic.assert_nothing_failed()
     out, _ = session.communicate(timeout=30)
     assert session.returncode == 0 and out.strip() == "alive", (session.returncode, out)

@@ -86,10 +86,6 @@ class Site:
         status, _, body = run(argv).stdout.partition("\n")
         return int(status), body
 
-    def rules(self, host: str) -> Path:
-        node = self.nodes[host]
-        return node.root / "etc/nftables" / f"{node.env['SITE']}.nft"
-
 
 @pytest.fixture(scope="module")
 def shared(project_user: str, project_venv: Path) -> Iterator[Site]:
@@ -137,8 +133,8 @@ def shared(project_user: str, project_venv: Path) -> Iterator[Site]:
             out = nodes[name].deploytool("up").stdout
             started.append(nodes[name])
             assert ("starting postgresql" in out) == (name == "data"), f"{name}:\n{out}"
-        for name in nodes:
-            run(network.exec(name, program("nft", "nftables"), "-f", Site(network, nodes, "", "").rules(name)))
+        for node in nodes.values():
+            node.nft("-f", node.rules)
         slug = json.loads((project / "etc/project.json").read_text())["project_slug"]
         yield Site(network, nodes, nodes["lb"].env["SITE"], slug)
     finally:
@@ -227,14 +223,13 @@ def test_the_data_hosts_postgresql_admits_the_app_hosts_only(shared: Site) -> No
         "-tAc",
         "select 1",
     ]
-    nft = program("nft", "nftables")
-    table = shared.rules("data").read_text().split("table inet ", 1)[1].split()[0]
-    run(network.exec("data", nft, "delete", "table", "inet", table))
+    data = shared.nodes["data"]
+    data.nft("delete", "table", "inet", data.table)
     try:
         tried = subprocess.run(network.exec("lb", *psql), capture_output=True, text=True, timeout=30)
         assert tried.returncode != 0 and f'no pg_hba.conf entry for host "{LB}"' in tried.stderr, tried
         allowed = subprocess.run(network.exec("web2", *psql), capture_output=True, text=True, timeout=30)
         assert allowed.returncode == 0 and allowed.stdout.strip() == "1", allowed
     finally:
-        run(network.exec("data", nft, "-f", shared.rules("data")))
+        data.nft("-f", data.rules)
     wait_until(lambda: network.connect("lb", DATA, POSTGRESQL_PORT) == "refused", "the data host's rules again")

@@ -143,6 +143,22 @@ class Node:
         lines = (self.root / "etc/env.conf").read_text().splitlines()
         return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
+    @property
+    def rules(self) -> Path:
+        """The install's nftables rules, as `deploytool render` wrote them."""
+        return self.root / "etc/nftables" / f"{self.env['SITE']}.nft"
+
+    @property
+    def table(self) -> str:
+        """The name of the install's nftables table, as its rules make it."""
+        match = re.search(r"^table inet (\w+) \{", self.rules.read_text(), re.M)
+        assert match, f"no table in {self.rules}"
+        return match.group(1)
+
+    def nft(self, *args: str | Path) -> None:
+        """nft ARGS in this host's namespace, as root (the rules are the kernel's)."""
+        run(self.network.exec(self.name, program("nft", "nftables"), *args))
+
     def app_pids(self) -> list[int]:
         """The app server's master and workers."""
         out = self.run(self.root / "bin/appctl.sh", "status").stdout

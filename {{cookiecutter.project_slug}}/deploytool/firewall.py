@@ -4,8 +4,8 @@ roles (etc/fleet.ini). Rendered into etc/nftables/<site>.nft by `render`; `check
 
 On a single server every port of the install is for this host only (loopback): nginx on
 80 and 443 is the only door. In a fleet, this host opens what its roles serve to the hosts
-whose roles use it: the app port (APP_BIND) to the fronts; PostgreSQL and Redis to the app
-hosts. Every other port of the install, and every other source, is refused. One table per
+whose roles use it: the app port (APP_BIND) to the fronts; PostgreSQL to the app hosts.
+Every other port of the install, and every other source, is refused. One table per
 install: other installs' rules, SSH and the administrator's own ruleset are left alone.
 """
 

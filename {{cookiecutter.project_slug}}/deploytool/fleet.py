@@ -115,14 +115,9 @@ def run(install: Install, args: argparse.Namespace) -> int:
 
 
 # ---- the inventory -----------------------------------------------------------------------------
-def inventory(install: Install) -> dict[str, Host]:
-    """etc/fleet.ini's hosts, in file order ({} when there is no inventory)."""
-    return install.fleet
-
-
 def select(install: Install, names: str) -> list[Host]:
     """The hosts --hosts names, in that order: inventory entries, or plain SSH host names."""
-    known = inventory(install)
+    known = install.fleet  # etc/fleet.ini's hosts, in file order ({} without one)
     wanted = [name.strip() for name in names.split(",") if name.strip()]
     if wanted == ["all"]:
         if not known:
