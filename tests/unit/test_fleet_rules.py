@@ -5,6 +5,7 @@ The rules at work, loaded in hosts of their own, are test_fleet's."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -13,10 +14,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 from deploytool import configcheck, firewall, inventory
+from deploytool.dedicated import Redis, for_install
 from deploytool.errors import DeployError
 from deploytool.layout import PROJECT_JSON, Install
 from deploytool.project import Project
-from deploytool.render import FIREWALL, outputs, render_text
+from deploytool.render import FIREWALL, SETTINGS_LOCAL, outputs, render_text
 from support import program
 from support.golden import checkout
 
@@ -134,14 +136,16 @@ def test_an_app_host_opens_its_app_port_to_the_fronts_only(root: Path, tmp_path:
     assert checked.returncode == 0, checked.stderr
 
 
-def test_a_data_host_opens_postgresql_to_the_app_hosts_only(root: Path, tmp_path: Path) -> None:
-    """db holds the data (and is an app host too): PostgreSQL's port for the app hosts, the
-    app port for the front; Redis stays on each host's unix socket, so its port is shut."""
+def test_a_data_host_opens_postgresql_and_redis_to_the_app_hosts_only(root: Path, tmp_path: Path) -> None:
+    """db holds the data (and is an app host too): PostgreSQL's and Redis's ports for the app
+    hosts, the app port for the front, nothing else."""
     text = rules_text(host(root, "db", app_bind="fd00::13"))
-    assert rule_lines(text)[:4] == [
+    assert rule_lines(text)[:6] == [
         "tcp dport 60011 ip saddr { 10.0.0.10 } accept",
         "tcp dport 60015 ip saddr { 10.0.0.11, 10.0.0.12 } accept",
         "tcp dport 60015 ip6 saddr { fd00::13 } accept",
+        "tcp dport 60016 ip saddr { 10.0.0.11, 10.0.0.12 } accept",
+        "tcp dport 60016 ip6 saddr { fd00::13 } accept",
         "tcp dport 60010-60019 reject with tcp reset",
     ]
     checked = nft_check(text, tmp_path)
@@ -152,9 +156,9 @@ def test_the_data_hosts_postgresql_is_every_hosts_and_admits_the_app_hosts(root:
     """One database: every host's settings name the data host's private address, only the
     data host runs the cluster, and its pg_hba.conf admits the app hosts by address."""
     web1, db = host(root, "web1", app_bind="10.0.0.11"), host(root, "db")
-    assert web1.database_address == db.database_address == "fd00::13"
+    assert web1.data_address == db.data_address == "fd00::13"
     assert (web1.runs_database, db.runs_database, host(root).runs_database) == (False, True, True)
-    assert host(root).database_address == "127.0.0.1"  # a single server: its own
+    assert host(root).data_address == "127.0.0.1"  # a single server: its own
     assert db.database_clients == ["10.0.0.11", "10.0.0.12", "fd00::13"] and web1.database_clients == []
     hba = render_text(db, "postgresql/pg_hba.conf.j2")
     lines = [line.split("#")[0].split() for line in hba.splitlines() if line.startswith("host")]
@@ -165,13 +169,36 @@ def test_the_data_hosts_postgresql_is_every_hosts_and_admits_the_app_hosts(root:
     ]
 
 
+def test_the_data_hosts_redis_is_every_hosts_cache_and_session_store(root: Path, tmp_path: Path) -> None:
+    """One cache: every host's settings name the data host's Redis with a password, sessions
+    are cached_db; only the data host runs Redis, on its private address, and its command line
+    (ps, the unit file) holds the password's hash, never the password."""
+    web1, db = host(root, "web1", app_bind="10.0.0.11"), host(root, "db")
+    assert web1.shares_cache and db.shares_cache and not host(root).shares_cache
+    settings = render_text(web1, SETTINGS_LOCAL, secret_key="k" * 50, db_password="d" * 32, redis_password="r" * 32)
+    assert '"LOCATION": "redis://[fd00::13]:60016/0"' in settings, settings
+    assert 'SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"' in settings
+    assert [server.name for server in for_install(web1)] == []  # the app host runs neither
+    local = tmp_path / "settings_local.py"
+    local.write_text(settings)
+    redis = Redis(db)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Install, "settings_local", property(lambda _: local))
+        argv = redis.foreground()
+        assert ["--bind", "fd00::13", "--port", "60016"] == argv[1:5], argv
+        assert f"#{hashlib.sha256(b'r' * 32).hexdigest()}" in argv and "r" * 32 not in " ".join(argv)
+        local.write_text(settings.replace("r" * 32, "short"))
+        with pytest.raises(DeployError, match="no REDIS_PASSWORD of 16 characters or more"):
+            redis.foreground()
+
+
 def test_two_data_hosts_are_refused(root: Path) -> None:
     (root / "etc/fleet.ini").write_text(
         FLEET.replace("[web2]\naddress = 10.0.0.12\n", "[web2]\naddress = 10.0.0.12\nroles = data\n")
     )
     try:
         with pytest.raises(DeployError, match="web2, db all have the role data: one host holds the site's data"):
-            host(root, "web1").database_address  # noqa: B018
+            host(root, "web1").data_address  # noqa: B018
     finally:
         (root / "etc/fleet.ini").write_text(FLEET)
 

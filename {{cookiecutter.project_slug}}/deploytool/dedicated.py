@@ -7,6 +7,7 @@ the port map only proposes them when init writes that file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ class PostgreSQL:
             "-c",
             f"hba_file={self.hba_file}",  # who may connect: rendered from etc/fleet.ini
         ]
+
+    def where(self) -> str:
+        db = self.db
+        return f"{db['HOST']}:{db['PORT']} (password, scram-sha-256) and a unix socket in {self.install.run_dir}"
 
     @property
     def hba_file(self) -> Path:
@@ -156,17 +161,49 @@ class _Daemon:
 
 class Redis(_Daemon):
     """The install's Redis: a cache, and the background worker's queue with worker=celery.
-    No TCP: its unix socket (660) is in the run dir, which only the project user enters, so
-    no other local account reaches it (Redis has no password here, and a password on its
-    command line would show in ps)."""
+    On a single server, no TCP: its unix socket (660) is in the run dir, which only the
+    project user enters, so no other local account reaches it without a password.
+
+    On the data host of a fleet it is the site's shared cache and session store: it listens
+    on the private address and port of settings_local.py too, and its default user needs
+    REDIS_PASSWORD. The command line carries only the password's SHA-256 (Redis's ACL keeps
+    no more): ps and the unit file show a hash of 24 random bytes, never the password."""
 
     name = "redis"
+
+    def listening(self) -> list[str]:
+        if not self.install.shares_cache:
+            return ["--port", "0"]
+        password = localsettings.redis_password(self.install.settings_local, self.install.owner_uid)
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        address = self.install.data_address
+        port = str(self.install.ports["redis"])
+        # resetpass first: the default user's "nopass" goes, only the hash admits
+        return [
+            "--bind",
+            address,
+            "--port",
+            port,
+            "--user",
+            "default",
+            "on",
+            "resetpass",
+            f"#{digest}",
+            "~*",
+            "&*",
+            "+@all",
+        ]
+
+    def where(self) -> str:
+        socket = f"a unix socket of mode 660 in {self.install.run_dir}"
+        if not self.install.shares_cache:
+            return f"{socket}, the project user's only (no password of its own)"
+        return f"{self.install.data_address}:{self.install.ports['redis']} (REDIS_PASSWORD) and {socket}"
 
     def command(self, foreground: bool) -> list[str]:
         return [
             proc.program("redis-server"),
-            "--port",
-            "0",
+            *self.listening(),
             "--unixsocket",
             str(self.install.socket_of("redis")),
             "--unixsocketperm",
@@ -203,13 +240,16 @@ class Memcached(_Daemon):
         argv = [proc.program("memcached"), "-s", str(self.install.socket_of("memcached")), "-a", "0660", "-m", "64"]
         return argv if foreground else [*argv, "-d", "-P", str(self.pidfile)]
 
+    def where(self) -> str:
+        return f"a unix socket of mode 660 in {self.install.run_dir}, the project user's only (no password of its own)"
+
 
 def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
     """The dedicated copies this install's answers ask for, in start order."""
     chosen: list[PostgreSQL | Redis | Memcached] = []
     if install.project.database == "postgresql" and install.runs_database:
         chosen.append(PostgreSQL(install))
-    if install.project.cache == "redis":
+    if install.project.cache == "redis" and install.runs_database:
         chosen.append(Redis(install))
     elif install.project.cache == "memcached":
         chosen.append(Memcached(install))
@@ -223,6 +263,7 @@ class Dedicated:
     name: str  # postgresql, redis, memcached
     unit: str  # its systemd unit or supervisor program name
     command: list[str]  # in the foreground
+    where: str  # where it listens, for the unit's comment
     missing: str  # how to install its program, when it was not found at render time
 
 
@@ -236,5 +277,5 @@ def for_templates(install: Install) -> dict[str, Dedicated]:
             command, missing = server.foreground(), ""
         except MissingProgram as error:  # anything else (a bad settings_local.py) stops the render
             command, missing = [f"/usr/bin/{server.name}"], str(error)
-        found[server.name] = Dedicated(server.name, install.service_of(server.name), command, missing)
+        found[server.name] = Dedicated(server.name, install.service_of(server.name), command, server.where(), missing)
     return found

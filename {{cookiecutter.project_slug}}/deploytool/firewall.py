@@ -4,9 +4,9 @@ roles (etc/fleet.ini). Rendered into etc/nftables/<site>.nft by `render`; `check
 
 On a single server every port of the install is for this host only (loopback): nginx on
 80 and 443 is the only door. In a fleet, this host opens what its roles serve to the hosts
-whose roles use it: the app port (APP_BIND) to the fronts; PostgreSQL to the app hosts.
-Every other port of the install, and every other source, is refused. One table per
-install: other installs' rules, SSH and the administrator's own ruleset are left alone.
+whose roles use it: the app port (APP_BIND) to the fronts; PostgreSQL and Redis to the
+app hosts. Every other port of the install, and every other source, is refused. One table
+per install: other installs' rules, SSH and the administrator's own ruleset are left alone.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from .inventory import private_addresses, with_role
 from .layout import Install
 from .ports import INSTALL_SIZE
 
-# A dedicated server app hosts reach over the network when it runs on a data host. Redis and
-# memcached are not among them (yet): they stay on each host's unix socket, without a password.
-SHARED = {"postgresql": "PostgreSQL"}
+# The dedicated servers app hosts reach over the network when they run on a data host.
+# memcached is not among them: it has no password, so it stays on each host's unix socket.
+SHARED = {"postgresql": "PostgreSQL", "redis": "Redis"}
 
 
 @dataclass(frozen=True)

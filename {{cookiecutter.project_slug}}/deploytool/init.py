@@ -115,9 +115,10 @@ def ensure_secrets(install: Install) -> list[str]:
             SETTINGS_LOCAL,
             secret_key=secrets.token_urlsafe(64),  # 86 characters, never 'django-insecure-'
             db_password=secrets.token_urlsafe(24),
+            redis_password=secrets.token_urlsafe(24),  # a shared Redis's (URL-safe: it is in CELERY_BROKER_URL)
         )
         write_atomic(install.settings_local, settings, 0o600)
-        made.append(f"made {install.settings_local} (new SECRET_KEY and database password)")
+        made.append(f"made {install.settings_local} (new SECRET_KEY and passwords)")
         if install.project.database == "postgresql" and (install.data_dir / "postgresql" / "PG_VERSION").exists():
             made.append(
                 "  the PostgreSQL cluster in data/postgresql still has the old password: set the new one "

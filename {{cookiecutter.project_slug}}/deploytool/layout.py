@@ -198,9 +198,16 @@ class Install:
 
     @property
     def runs_database(self) -> bool:
-        """This host runs the install's own PostgreSQL (if the answers chose it): a single
-        server, the data host, or every host of a fleet without a data host."""
+        """This host runs the install's own PostgreSQL and Redis (those the answers chose): a
+        single server, the data host, or every host of a fleet without a data host."""
         return self.data_host is None or "data" in self.roles
+
+    @property
+    def shares_cache(self) -> bool:
+        """The site's Redis is the data host's, on its private address with a password: the
+        one cache and session store of every app host. Otherwise (a single server, no data
+        host, memcached) each host has its own on a unix socket."""
+        return self.data_host is not None and self.project.cache == "redis"
 
     @property
     def migrates(self) -> bool:
@@ -209,9 +216,10 @@ class Install:
         return self.runs_database or "app" in self.roles
 
     @property
-    def database_address(self) -> str:
-        """Where the install's PostgreSQL listens and the app connects (settings_local.py's
-        HOST, written by init): the data host's private address, else 127.0.0.1."""
+    def data_address(self) -> str:
+        """Where the install's PostgreSQL (and a shared Redis) listens and the app connects
+        (settings_local.py's HOST, written by init): the data host's private address, else
+        127.0.0.1."""
         host = self.data_host
         return inventory.private_addresses([host], "data")[0] if host else "127.0.0.1"
 

@@ -73,3 +73,15 @@ def database(path: Path, uid: int | None = None) -> dict[str, str]:
         if not NAME.match(values[key]):
             raise DeployError(f"DATABASES {key} {values[key]!r} in {path}: letters, digits, _ . - only (max 63)")
     return values
+
+
+def redis_password(path: Path, uid: int | None = None) -> str:
+    """REDIS_PASSWORD of an install whose Redis is the data host's, shared by the app hosts:
+    refused when missing or too short to stand on a private network."""
+    password = literals(path, uid).get("REDIS_PASSWORD")
+    if not isinstance(password, str) or len(password) < 16:
+        raise DeployError(
+            f"{path} has no REDIS_PASSWORD of 16 characters or more (the data host's Redis takes "
+            "connections from the app hosts): copy the data host's settings_local.py here"
+        )
+    return password

@@ -99,7 +99,8 @@ OUTPUTS: dict[str, Output] = {
 EXECUTABLE = {"letsencrypt/deploy-hook.sh.j2"}
 FIREWALL = "nftables/install.nft.j2"
 FIREWALL_FILES = {FIREWALL, "nftables/firewall.service.j2"}
-DATABASE_FILES = {"systemd/postgresql.service.j2", "postgresql/pg_hba.conf.j2"}
+# The servers of the data host only, in a fleet that has one.
+DATA_HOST_FILES = {"systemd/postgresql.service.j2", "postgresql/pg_hba.conf.j2", "systemd/redis.service.j2"}
 # Rendered once per job of etc/templates/jobs.ini: outputs() keys them "<template>@<job>".
 PER_JOB = {"systemd/job.service.j2", "systemd/job.timer.j2"}
 
@@ -144,11 +145,17 @@ def environment(install: Install) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["shquote"] = _shquote
+    env.filters["url_host"] = _url_host
     return env
 
 
 def _shquote(value: object) -> str:
     return shlex.quote(str(value))
+
+
+def _url_host(address: str) -> str:
+    """An address as a URL's host: an IPv6 one in brackets."""
+    return f"[{address}]" if ":" in address else address
 
 
 def context(install: Install, **overrides: Any) -> dict[str, Any]:
@@ -203,8 +210,8 @@ def outputs(install: Install) -> dict[str, Path]:
             continue
         if template in FIREWALL_FILES and not firewall.applies(install):
             continue  # an app server on TCP with no FLEET_HOST: its fronts are not known
-        if template in DATABASE_FILES and not install.runs_database:
-            continue  # an app host of a fleet with a data host: the database is that host's
+        if template in DATA_HOST_FILES and not install.runs_database:
+            continue  # an app host of a fleet with a data host: the database and Redis are that host's
         for job in jobs if template in PER_JOB else [""]:
             key = f"{template}@{job}" if job else template
             found[key] = install.etc_dir / output.target.format(**names, job=job)

@@ -144,7 +144,8 @@ def ports_free(install: Install) -> None:
     if install.app_on_socket:
         del wanted["app"]  # a unix socket: its port of the block stays reserved, unused
     for name in ("redis", "memcached"):
-        del wanted[name]  # unix sockets too
+        if not (name == "redis" and install.shares_cache):
+            del wanted[name]  # unix sockets too
     for name, owner in wanted.items():
         if owner in chosen and owner not in running and bind_refused("127.0.0.1", install.ports[name]):
             raise DeployError(
