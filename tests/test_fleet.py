@@ -254,8 +254,9 @@ def test_app_servers_listen_on_their_private_address_only(fleet: Fleet) -> None:
         assert ("127.0.0.1", HTTPS_PORT) in node.listening()
         assert not [listen for listen in node.listening() if listen[1] == BLOCK + 2]
         assert Path(node.env["STATS_SOCKET"]).is_socket()
-    assert fleet.lb.env["APP_BIND"] == ""  # the default: the app server on its unix socket
-    assert Path(fleet.lb.env["APP_SOCKET"]).is_socket()
+    assert fleet.lb.env["APP_BIND"] == ""  # the default: a unix socket, but
+    assert not Path(fleet.lb.env["APP_SOCKET"]).exists()  # a front without the role app runs no app server
+    assert "app server" not in fleet.lb.run(fleet.lb.root / "bin/deploytool", "status", check=False).stdout
 
 
 # ---- the firewall between the roles ----------------------------------------------------------------

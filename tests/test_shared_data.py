@@ -13,16 +13,20 @@ SECRET_KEY). Ports: block 64900's stage install (64910-64919), the same numbers 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support import BLOCKS, GIT, bake_for_user, program, run, wait_until
-from support.netns import Network, Node
+from support.netns import Network, Node, make_ssh, sshd
+from support.wrkload import under_load, wrk_argv
 
 BLOCK = BLOCKS["shared"]
 STAGE = BLOCK + 10  # the stage install's ten ports
@@ -70,12 +74,33 @@ class Site:
     nodes: dict[str, Node]  # lb, web1, web2, data
     site: str
     slug: str
+    repo: Path  # the repo every host cloned: a developer's commits land here
+    ssh_config: Path  # the operator's (the project user's on lb): keys and known_hosts made here
 
     def manage(self, host: str, code: str) -> str:
         """`manage.py shell -c CODE` on ``host``, as the project user: its last line."""
         node = self.nodes[host]
         out = node.run(node.root / "env3.11/bin/python", "manage.py", "shell", "--no-imports", "-c", code).stdout
         return out.strip().splitlines()[-1] if out.strip() else ""
+
+    def front_status(self, path: str) -> int:
+        """The status of GET ``path`` through the front's nginx over HTTPS, from lb itself."""
+        lb = self.nodes["lb"]
+        argv = self.network.exec(
+            "lb",
+            program("curl", "curl"),
+            "-s",
+            "--cacert",
+            lb.root / ".sandbox/etc/ssl/sandbox-ca.pem",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            f"{self.site}:{HTTPS_PORT}:127.0.0.1",
+            f"https://{self.site}:{HTTPS_PORT}{path}",
+        )
+        return int(run(argv).stdout)
 
     def direct(self, where: str, host: str, path: str, cookie: str = "") -> tuple[int, str]:
         """GET straight to ``host``'s app server (gunicorn's HTTP, past every nginx), from
@@ -92,8 +117,11 @@ class Site:
 
 @pytest.fixture(scope="module")
 def shared(project_user: str, project_venv: Path) -> Iterator[Site]:
-    for name, package in (("ip", "iproute2"), ("nft", "nftables"), ("psql", "postgresql")):
+    for name, package in (("ip", "iproute2"), ("nft", "nftables"), ("psql", "postgresql"), ("sshd", "openssh-server")):
         program(name, package)
+    privsep = Path("/run/sshd")  # sshd's privilege separation folder (the package makes it at boot)
+    made_privsep = not privsep.exists()
+    privsep.mkdir(mode=0o755, exist_ok=True)
     project = bake_for_user(
         project_user,
         project_venv,
@@ -145,12 +173,18 @@ def shared(project_user: str, project_venv: Path) -> Iterator[Site]:
         for node in nodes.values():
             node.nft("-f", node.rules)
         slug = json.loads((project / "etc/project.json").read_text())["project_slug"]
-        yield Site(network, nodes, nodes["lb"].env["SITE"], slug)
+        ssh, host_keys, authorized = make_ssh(base, project_user, addresses)
+        with ExitStack() as servers:  # an sshd on every host: lb deploys to them all
+            for name in addresses:
+                servers.enter_context(sshd(network, name, host_keys[name], authorized, project_user))
+            yield Site(network, nodes, nodes["lb"].env["SITE"], slug, project, ssh / "config")
     finally:
         for node in reversed(started):
             node.deploytool("down", check=False)
         network.remove()
         shutil.rmtree(base, ignore_errors=True)
+        if made_privsep:
+            privsep.rmdir()
 
 
 def test_every_host_uses_the_data_hosts_database_and_cache(shared: Site) -> None:
@@ -278,8 +312,7 @@ def test_a_data_host_that_is_down_or_silent_gives_the_error_page_quickly_then_re
     packet dropped, as a dead machine): each app host answers the database page with the
     site's own 500 page within its timeouts (3 s to connect, 3 s for a kept connection),
     through the front too; when the data host is back, both answer again, nothing restarted."""
-    data, lb = shared.nodes["data"], shared.nodes["lb"]
-    ca = lb.root / ".sandbox/etc/ssl/sandbox-ca.pem"
+    data = shared.nodes["data"]
 
     def answers(limit: float) -> None:
         for host in APPS:
@@ -287,23 +320,7 @@ def test_a_data_host_that_is_down_or_silent_gives_the_error_page_quickly_then_re
             status, page = shared.direct("lb", host, "/visits/")
             took = time.monotonic() - started
             assert status == 500 and 'id="server-error"' in page and took < limit, (host, status, took, page[:200])
-        front = run(
-            shared.network.exec(
-                "lb",
-                program("curl", "curl"),
-                "-s",
-                "--cacert",
-                ca,
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--resolve",
-                f"{shared.site}:{HTTPS_PORT}:127.0.0.1",
-                f"https://{shared.site}:{HTTPS_PORT}/visits/",
-            )
-        ).stdout
-        assert front == "500", front
+        assert shared.front_status("/visits/") == 500
 
     def recovered() -> bool:
         return all(shared.direct("lb", host, "/visits/")[0] == 200 for host in APPS)
@@ -322,3 +339,104 @@ def test_a_data_host_that_is_down_or_silent_gives_the_error_page_quickly_then_re
     finally:
         shared.network.ip_in("data", "link", "set", "eth0", "up")
     wait_until(recovered, "both app hosts answering /visits/ again", timeout=30)
+
+
+NOTE_MIGRATION = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("SLUG", "0001_initial")]
+
+    operations = [
+        migrations.CreateModel(
+            name="Note",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("text", models.TextField()),
+            ],
+        ),
+    ]
+"""
+NOTE_MODEL = '''
+
+
+class Note(models.Model):
+    """Added by release two: its migration runs once for the whole site."""
+
+    text = models.TextField()
+'''
+STYLESHEET = re.compile(r'href="(/static/[^"]+\.css)"')
+
+
+def test_a_rolling_deploy_migrates_once_and_every_page_finds_its_static_files(shared: Site) -> None:
+    """Release two changes the stylesheet (a new hashed name) and adds a migration. Rolled
+    out from lb to every host under load: the front first, then the data host, which
+    migrates; the app hosts only reload. All the while, the pages of both app hosts (either
+    revision) name stylesheets the front serves: no 404, and both names were seen."""
+    slug, lb = shared.slug, shared.nodes["lb"]
+    as_user = ["runuser", "-u", lb.user, "--"]
+    css = shared.repo / slug / "static" / slug / "site.css"
+    css.write_text(css.read_text() + "\nbody { outline: 0; } /* release two */\n")
+    (shared.repo / slug / "migrations/0002_note.py").write_text(NOTE_MIGRATION.replace("SLUG", slug))
+    models = shared.repo / slug / "models.py"
+    models.write_text(models.read_text() + NOTE_MODEL)
+    run([*as_user, *GIT, "add", "-A"], cwd=shared.repo)
+    run([*as_user, *GIT, "commit", "-q", "-m", "Release two: notes, a new stylesheet"], cwd=shared.repo)
+
+    seen: dict[str, set[int]] = {}  # stylesheet -> statuses the front gave
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for host in APPS:
+                status, page = shared.direct("lb", host, "/visits/")
+                for path in STYLESHEET.findall(page) if status == 200 else []:
+                    seen.setdefault(path, set()).add(shared.front_status(path))
+            stop.wait(0.3)
+
+    watcher = threading.Thread(target=watch)
+    load = wrk_argv(
+        program("wrk", "wrk"),
+        f"https://127.0.0.1:{HTTPS_PORT}/visits/",
+        f"{shared.site}:{HTTPS_PORT}",
+        lb.root.parent / "count.lua",
+        240,
+        4,
+        ["Connection: close"],
+    )
+    watcher.start()
+    try:
+        with under_load(shared.network.exec("lb", *load), settle=1) as traffic:
+            deployed = lb.deploytool(
+                "deploy",
+                "--hosts",
+                "web1,data,web2,lb",
+                "--ssh-config",
+                str(shared.ssh_config),
+                "--health-timeout",
+                "20",
+                check=False,
+            )
+    finally:
+        stop.set()
+        watcher.join()
+    out = deployed.stdout + deployed.stderr
+    print(out)
+    assert deployed.returncode == 0, out
+    traffic.assert_nothing_failed(least=50)
+    print(f"roll-out over 4 hosts under load: {traffic.requests} requests, 0 failed; stylesheets: {seen}")
+    order = [out.index(f"fleet: {host} (") for host in ("lb", "data", "web1", "web2")]
+    assert order == sorted(order), out  # the front first, then the others as given
+    assert re.search(rf"^\[data\] deploy: migrate\s+{slug}\.0002_note", out, re.M), out
+    for host in APPS:
+        assert re.search(rf"^\[{host}\] deploy: migrate\s+not here: the roll-out's first host migrated", out, re.M)
+    assert re.search(r"^\[lb\] deploy: reload\s+not here: no app server on this host \(roles: front\)", out, re.M), out
+    recorded = (
+        "from django.db.migrations.recorder import MigrationRecorder; "
+        f"print(MigrationRecorder.Migration.objects.filter(app={slug!r}, name='0002_note').count())"
+    )
+    assert shared.manage("web2", recorded) == "1"
+    made = f"from {slug}.models import Note; Note.objects.create(text='one'); print(Note.objects.count())"
+    assert shared.manage("web1", made) == "1"
+    assert len(seen) >= 2, seen  # the old stylesheet and release two's
+    assert all(statuses == {200} for statuses in seen.values()), seen

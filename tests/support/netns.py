@@ -72,6 +72,9 @@ class Network:
             self._ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
             self._ip("-n", ns, "link", "set", "eth0", "up")
 
+    def address(self, host: str) -> str:
+        return self.lb if host == "lb" else self.hosts[host]
+
     def ip_in(self, where: str, *args: str) -> None:
         """`ip ARGS` in the namespace ``where`` (an address added for a test, say)."""
         self._ip("-n", self.names[where], *args)
@@ -202,21 +205,25 @@ UseDNS no
 """
 
 
-def make_ssh(fleet_base: Path, user: str) -> tuple[Path, dict[str, Path], Path]:
-    """Client key (the user's), host keys (root's), known_hosts and ssh_config (the user's)."""
+def make_ssh(
+    fleet_base: Path, user: str, addresses: dict[str, str] | None = None
+) -> tuple[Path, dict[str, Path], Path]:
+    """Client key (the user's), host keys (root's), known_hosts and ssh_config (the user's),
+    for the hosts given (default the fleet's: lb, web1, web2)."""
+    addresses = addresses or ADDRESSES
     keygen = program("ssh-keygen", "openssh-client")
     ssh = fleet_base / "ssh"
     ssh.mkdir()
     run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "fleet test", "-f", ssh / "id_ed25519"])
     host_keys = {}
-    for host in ADDRESSES:
+    for host in addresses:
         folder = fleet_base / f"sshd-{host}"
         folder.mkdir(mode=0o700)
         run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", host, "-f", folder / "host_ed25519"])
         host_keys[host] = folder / "host_ed25519"
     # known_hosts from the keys themselves: no keyscan, no trust on first use.
     lines = [
-        f"{ADDRESSES[host]} {' '.join(key.with_suffix('.pub').read_text().split()[:2])}"
+        f"{addresses[host]} {' '.join(key.with_suffix('.pub').read_text().split()[:2])}"
         for host, key in host_keys.items()
     ]
     (ssh / "known_hosts").write_text("\n".join(lines) + "\n")
@@ -235,7 +242,7 @@ def make_ssh(fleet_base: Path, user: str) -> tuple[Path, dict[str, Path], Path]:
 def sshd(network: Network, host: str, key: Path, authorized: Path, user: str) -> Iterator[None]:
     folder = key.parent
     config = folder / "sshd_config"
-    address = ADDRESSES[host]
+    address = network.address(host)
     config.write_text(SSHD_CONFIG.format(host=host, address=address, key=key, authorized=authorized, user=user))
     binary = program("sshd", "openssh-server")
     run([binary, "-t", "-f", config])  # the config is valid before it runs

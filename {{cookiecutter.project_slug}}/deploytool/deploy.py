@@ -91,6 +91,7 @@ class Deploy:
     migrations_applied: list[str] = field(default_factory=list)
     backup: str | None = None  # the backup taken before migrating, if there was anything to apply
     notes: list[str] = field(default_factory=list)
+    skip_migrate: bool = False  # a later host of a roll-out over one shared database
 
     # ---- the steps -----------------------------------------------------------------------
     def fetch(self, revision: str | None) -> str:
@@ -155,6 +156,8 @@ class Deploy:
     def migrate(self) -> str:
         if not self.install.migrates:
             return "not here: a front, the data host's database is the app hosts' to migrate"
+        if self.skip_migrate:
+            return "not here: the roll-out's first host migrated the site's database"
         before = applied_migrations(self.install)
         if planned(self.install):  # the way back from a migration that drops data
             started = time.monotonic()
@@ -173,13 +176,24 @@ class Deploy:
         return re.sub(r" to '[^']*'", "", summary)  # "N static files copied, M unmodified, ..."
 
     def reload(self) -> str:
+        if not self.install.serves_app:
+            return f"not here: no app server on this host (roles: {', '.join(self.install.roles)})"
         return app_server(self.install, "reload")
 
     def workers(self) -> str:
         return restart_workers(self.install)
 
     def health(self) -> str:
-        return health(self.install, self.target, self.health_timeout)
+        return self.health_of(self.target)
+
+    def health_of(self, revision: str, site: bool = True) -> str:
+        """A host with the app: its app server names ``revision``. A front without it: the site
+        through its nginx, whichever app host answers. A data host alone serves no page."""
+        if self.install.serves_app:
+            return health(self.install, revision, self.health_timeout, site=site)
+        if "front" in self.install.roles:
+            return site_health(self.install, min(self.health_timeout, 10))
+        return "not here: the data host serves no page"
 
     # ---- running them --------------------------------------------------------------------
     def step(self, name: str, action: Callable[[], str]) -> None:
@@ -217,11 +231,11 @@ class Deploy:
             ),
             # Always: an app server may have started workers from the new code meanwhile
             # (lazy-apps and gunicorn workers import the code on disk when they respawn).
-            ("reload", True, lambda: app_server(self.install, "reload")),
+            ("reload", self.install.serves_app, lambda: app_server(self.install, "reload")),
             ("workers", "workers" in self.started, lambda: restart_workers(self.install)),
             # The previous revision serving on the app server is what the rollback restores;
             # the HTTPS check of the site does not depend on the revision.
-            ("health", True, lambda: health(self.install, self.previous, self.health_timeout, site=False)),
+            ("health", True, lambda: self.health_of(self.previous, site=False)),
         ]
         for name, needed, action in undo:
             if not needed:
@@ -238,7 +252,9 @@ class Deploy:
         return problems
 
 
-def deploy(install: Install, revision: str | None = None, health_timeout: float = 30.0) -> int:
+def deploy(
+    install: Install, revision: str | None = None, health_timeout: float = 30.0, skip_migrate: bool = False
+) -> int:
     """Deploy ``revision``; returns the exit status (0 live, 1 rolled back, 2 nothing changed,
     3 rollback failed)."""
     if os.geteuid() == 0:
@@ -249,10 +265,11 @@ def deploy(install: Install, revision: str | None = None, health_timeout: float 
         )
     started = time.monotonic()
     with _lock(install):
-        run = Deploy(install, preflight(install), health_timeout)
+        run = Deploy(install, preflight(install), health_timeout, skip_migrate=skip_migrate)
         try:
             run.step("fetch", lambda: run.fetch(revision))
-            for name in STEPS if install.has_worker else [step for step in STEPS if step != "workers"]:
+            workers = install.has_worker and install.serves_app
+            for name in STEPS if workers else [step for step in STEPS if step != "workers"]:
                 run.step(name, getattr(run, name))
         except StepFailed as failure:
             return _failed(run, failure, time.monotonic() - started)
@@ -327,8 +344,8 @@ def preflight(install: Install) -> str:
             f"tracked files have uncommitted changes ({files}): commit them (or `git stash`), then deploy; "
             "a deploy never overwrites them. Nothing was changed"
         )
-    status = proc.attempt([install.ctl, "status"])
-    if status.returncode != 0:
+    status = proc.attempt([install.ctl, "status"]) if install.serves_app else None
+    if status is not None and status.returncode != 0:
         start = f"{install.deploytool} up" if install.sandbox else install.by_hand("start")
         raise DeployError(
             f"the app server is not running ({(status.stdout + status.stderr).strip()}): start it first "
@@ -427,7 +444,13 @@ def health(install: Install, revision: str, timeout: float, site: bool = True) -
         return f"{where} answers {answer[:60]!r}"
     if not install.site_enabled(install.final_site).exists():
         return f"{where} answers {answer[:60]!r} (no HTTPS site on this host's nginx yet: `deploytool cert`)"
+    return f"{where} answers {answer[:60]!r}; {site_health(install, min(timeout, 10))}"
+
+
+def site_health(install: Install, timeout: float) -> str:
+    """The site's /health/ through this host's nginx over HTTPS answers 200."""
     url = install.url.rstrip("/") + HEALTH_PATH
+    last = "no answer"
 
     def site_answers() -> bool:
         nonlocal last
@@ -439,9 +462,9 @@ def health(install: Install, revision: str, timeout: float, site: bool = True) -
         last = f"HTTP {status} ({_gist(body.decode(errors='replace'))})"
         return status == 200
 
-    if not proc.poll(site_answers, min(timeout, 10), interval=0.5):
+    if not proc.poll(site_answers, timeout, interval=0.5):
         raise DeployError(f"{url} did not answer 200 over HTTPS through nginx; last: {last}")
-    return f"{where} answers {answer[:60]!r}; {url} answers 200 over HTTPS"
+    return f"{url} answers 200 over HTTPS"
 
 
 def _gist(text: str) -> str:
@@ -501,6 +524,11 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--health-timeout", type=float, default=30.0, help="seconds /health/ has to answer (default 30)"
     )
+    parser.add_argument(
+        "--skip-migrate",
+        action="store_true",
+        help="no migrate step: a roll-out's first host migrated the database this host shares (--hosts does it)",
+    )
     fleet.arguments(parser)
 
 
@@ -508,4 +536,4 @@ def run(args: argparse.Namespace) -> int:
     install = Install.load(args.root)
     if args.hosts:
         return fleet.run(install, args)
-    return deploy(install, args.revision, args.health_timeout)
+    return deploy(install, args.revision, args.health_timeout, args.skip_migrate)

@@ -11,6 +11,11 @@ commit: the first host resolves REV, the others are given the commit it resolved
 Hosts are named on the command line; their details come from the inventory etc/fleet.ini
 (deploytool/inventory.py says what it holds).
 
+The fronts go first (their collectstatic keeps the old revision's hashed files beside the
+new: a page of either revision finds its static files while the app hosts move), then the
+data host. With a data host, the database is one: the first host that holds it or serves the
+app migrates, the others deploy with --skip-migrate.
+
 Exactly one host of a roll-out runs the scheduled jobs (and Celery beat): the others have
 JOBS=off in their env.conf (`deploytool init --jobs off`); a roll-out over two hosts that
 both run them is refused before anything is deployed.
@@ -36,7 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .errors import DeployError
 from .inventory import PATH as INVENTORY
-from .inventory import Host
+from .inventory import Host, with_role
 from .layout import Install
 
 if TYPE_CHECKING:
@@ -303,10 +308,13 @@ def on_hosts(install: Install, names: str, ssh_config: Path | None, argv: list[s
 
 
 # ---- the roll-out -----------------------------------------------------------------------------
-def deploy_command(install: Install, host: Host, revision: str | None, health_timeout: float) -> str:
+def deploy_command(
+    install: Install, host: Host, revision: str | None, health_timeout: float, skip_migrate: bool = False
+) -> str:
     """The host's own deploy, in its install root. Through `tee -p`, which ignores a closed
     SSH channel: the deploy never dies of a broken pipe half-way; the log keeps its output."""
     deploy = ["deploy", *([revision] if revision else []), "--health-timeout", f"{health_timeout:g}"]
+    deploy += ["--skip-migrate"] if skip_migrate else []
     script = (
         f"cd {shlex.quote(str(host.root))} || exit 2; "
         f"{deploytool_line(install, deploy)} 2>&1 | tee -p -a {LOG}; exit ${{PIPESTATUS[0]}}"
@@ -315,7 +323,12 @@ def deploy_command(install: Install, host: Host, revision: str | None, health_ti
 
 
 def deploy_host(
-    install: Install, connection: Connection, outcome: Outcome, revision: str | None, timeout: float
+    install: Install,
+    connection: Connection,
+    outcome: Outcome,
+    revision: str | None,
+    timeout: float,
+    skip_migrate: bool = False,
 ) -> int:
     host = outcome.host
     outcome.before = remote_head(connection, host)
@@ -323,7 +336,7 @@ def deploy_host(
     out, err = Prefixed(sys.stdout, f"[{host.name}] "), Prefixed(sys.stderr, f"[{host.name}] ")
     try:
         result = connection.run(
-            deploy_command(install, host, revision, timeout),
+            deploy_command(install, host, revision, timeout, skip_migrate),
             warn=True,
             hide=False,
             out_stream=out,
@@ -368,18 +381,21 @@ def roll_out(
             "so each job would run on every one of them: keep it on one host, and on the others run "
             f"bin/deploytool init --install-type {install.install_type} --jobs off"
         )
-    outcomes = [Outcome(host, before=remote_head(connections[host.name], host)) for host in hosts]
+    outcomes = [Outcome(host, before=remote_head(connections[host.name], host)) for host in in_order(hosts)]
+    shared = bool(with_role(install.fleet, "data"))  # one database: migrated once, by the first that can
+    migrated = False
     status = ALL_LIVE
     try:
         for index, outcome in enumerate(outcomes):
             host = outcome.host
             print(f"fleet: {host.name} ({host.where}): deploying {revision or 'its tracked branch'}", flush=True)
-            code = deploy_host(install, connections[host.name], outcome, revision, health_timeout)
+            code = deploy_host(install, connections[host.name], outcome, revision, health_timeout, migrated)
             if code != 0:
                 status = ROLLBACK_FAILED if code == 3 else STOPPED
                 break
             if index == 0 and outcome.after:
                 revision = outcome.after  # the others get exactly the commit the first one runs
+            migrated = migrated or (shared and bool({"app", "data"} & set(host.roles)))
     except KeyboardInterrupt:
         status = STOPPED
     finally:
@@ -390,6 +406,15 @@ def roll_out(
             outcome.detail = "roll-out stopped before this host: not touched"
     print("\n".join(summary(outcomes, revision)), flush=True)
     return status
+
+
+def in_order(hosts: list[Host]) -> list[Host]:
+    """The fronts first, then the data host, then the others as given. A front's collectstatic
+    adds the new revision's hashed static files beside the old ones (never --clear): while the
+    app hosts move one by one, a page of either revision finds every file it names on the
+    front. The data host migrates before any app host runs the new code (expand, then
+    contract in a later release: the old code keeps working on the migrated database)."""
+    return sorted(hosts, key=lambda host: 0 if "front" in host.roles else 1 if "data" in host.roles else 2)
 
 
 def _short(revision: str) -> str:

@@ -210,6 +210,12 @@ class Install:
         return self.data_host is not None and self.project.cache == "redis"
 
     @property
+    def serves_app(self) -> bool:
+        """This host runs the app server: a single server, or a host of the fleet with the role
+        app. A front without it balances over the app hosts (app_upstreams) and serves static files."""
+        return "app" in self.roles
+
+    @property
     def migrates(self) -> bool:
         """This host runs `migrate`: it holds the database or serves the app. A front of a
         fleet with a data host never reaches the database (its rules and pg_hba.conf refuse it)."""

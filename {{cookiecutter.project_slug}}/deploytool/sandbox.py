@@ -101,9 +101,12 @@ Component = dedicated.PostgreSQL | dedicated.Redis | dedicated.Memcached | AppSe
 
 def components(install: Install) -> list[Component]:
     """In start order; stopped in reverse. A host of the fleet that only holds the data runs
-    its dedicated servers alone: no app server, no nginx."""
+    its dedicated servers alone: no app server, no nginx; a front without the role app runs
+    no app server (its nginx balances over the app hosts)."""
     if data_only(install):
         return [*dedicated.for_install(install)]
+    if not install.serves_app:
+        return [*dedicated.for_install(install), Nginx(install)]
     workers = [Worker(install)] if install.has_worker else []
     return [*dedicated.for_install(install), AppServer(install), *workers, Nginx(install)]
 
@@ -184,9 +187,10 @@ def up(current: Install) -> Install:
         put_in_place(sandbox, "user")
     if data_only(sandbox):
         return sandbox  # the database runs and is migrated: the app hosts' `up` comes next
-    with step("up", f"starting the app server ({sandbox.project.app_server})"):
-        AppServer(sandbox).start()
-    if sandbox.has_worker:
+    if sandbox.serves_app:
+        with step("up", f"starting the app server ({sandbox.project.app_server})"):
+            AppServer(sandbox).start()
+    if sandbox.has_worker and sandbox.serves_app:
         with step("up", "starting the background worker (Celery)"):
             Worker(sandbox).start()
     with step("up", "starting nginx and waiting for /health/ over HTTPS"):
