@@ -247,20 +247,21 @@ def test_a_value_cached_through_one_app_host_is_read_through_the_other(shared: S
     assert shared.manage("web2", "from django.core.cache import cache; print(cache.get('shared'))") == token
 
 
-# Redis's answer to a client that sends no password, from the namespace given.
-NO_PASSWORD = r"""
+# Redis's answers to the commands given (inline, one per argument), from the namespace given.
+REDIS = r"""
 import socket, sys
 probe = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
-probe.sendall(b"PING\r\n")
-print(probe.recv(200).decode().strip())
+for command in sys.argv[3:]:
+    probe.sendall(command.encode() + b"\r\n")
+    print(probe.recv(200).decode().strip())
 """
 
 
 def test_the_data_hosts_postgresql_and_redis_admit_the_app_hosts_only(shared: Site) -> None:
     """With the rules loaded: the app hosts connect, the front and a stranger are refused,
     and the app port refuses the data host; an app host without the password gets nothing
-    from Redis. Without the data host's rules, pg_hba.conf still turns the front away: a
-    second wall, not the only one."""
+    from Redis, and with it no admin command (CONFIG SET, SHUTDOWN). Without the data host's
+    rules, pg_hba.conf still turns the front away: a second wall, not the only one."""
     network = shared.network
     for host in APPS:
         for port in (POSTGRESQL_PORT, REDIS_PORT):
@@ -272,8 +273,17 @@ def test_the_data_hosts_postgresql_and_redis_admit_the_app_hosts_only(shared: Si
             assert network.connect("lb", DATA, port, source=STRANGER) == "refused", port
     finally:
         network.ip_in("lb", "addr", "del", f"{STRANGER}/24", "dev", "br0")
-    answer = run(network.exec("web1", "python3", "-c", NO_PASSWORD, DATA, str(REDIS_PORT))).stdout.strip()
-    assert answer.startswith("-NOAUTH"), answer
+
+    def redis(*commands: str) -> list[str]:
+        return run(network.exec("web1", "python3", "-c", REDIS, DATA, str(REDIS_PORT), *commands)).stdout.splitlines()
+
+    answers = redis("PING")
+    assert answers[0].startswith("-NOAUTH"), answers  # no password: nothing
+    settings = (shared.nodes["web1"].root / "etc/settings_local.py").read_text()
+    secret = settings.split('REDIS_PASSWORD = "', 1)[1].split('"', 1)[0]
+    answers = redis(f"AUTH {secret}", "PING", "CONFIG SET dir /tmp", "SHUTDOWN")
+    assert answers[:2] == ["+OK", "+PONG"], answers  # the app's password: the cache
+    assert all(answer.startswith("-NOPERM") for answer in answers[2:]), answers  # but no admin command
     assert network.connect("data", APPS["web1"], APP_PORT) == "refused"
     assert network.connect("lb", APPS["web1"], APP_PORT) == "connected"
 
@@ -392,7 +402,7 @@ def test_a_rolling_deploy_migrates_once_and_every_page_finds_its_static_files(sh
                 status, page = shared.direct("lb", host, "/visits/")
                 for path in STYLESHEET.findall(page) if status == 200 else []:
                     seen.setdefault(path, set()).add(shared.front_status(path))
-            stop.wait(0.3)
+            stop.wait(0.5)
 
     watcher = threading.Thread(target=watch)
     load = wrk_argv(
@@ -401,8 +411,7 @@ def test_a_rolling_deploy_migrates_once_and_every_page_finds_its_static_files(sh
         f"{shared.site}:{HTTPS_PORT}",
         lb.root.parent / "count.lua",
         240,
-        4,
-        ["Connection: close"],
+        2,  # kept-alive connections: the front's nginx is not reloaded here, the app hosts are
     )
     watcher.start()
     try:

@@ -16,6 +16,7 @@ import pytest
 from deploytool import configcheck, firewall, inventory
 from deploytool.dedicated import Redis, for_install
 from deploytool.errors import DeployError
+from deploytool.install import next_step
 from deploytool.layout import PROJECT_JSON, Install
 from deploytool.project import Project
 from deploytool.render import FIREWALL, SETTINGS_LOCAL, outputs, render_text
@@ -187,6 +188,7 @@ def test_the_data_hosts_redis_is_every_hosts_cache_and_session_store(root: Path,
         argv = redis.foreground()
         assert ["--bind", "fd00::13", "--port", "60016"] == argv[1:5], argv
         assert f"#{hashlib.sha256(b'r' * 32).hexdigest()}" in argv and "r" * 32 not in " ".join(argv)
+        assert argv[argv.index("+@all") + 1] == "-@admin"  # no CONFIG SET, MODULE LOAD, SHUTDOWN
         local.write_text(settings.replace("r" * 32, "short"))
         with pytest.raises(DeployError, match="no REDIS_PASSWORD of 16 characters or more"):
             redis.foreground()
@@ -237,3 +239,24 @@ def test_nft_check_fails_on_a_broken_rule(tmp_path: Path, root: Path) -> None:
     broken = rules_text(host(root)).replace("reject with tcp reset", "reject with tcp resett")
     checked = nft_check(broken, tmp_path)
     assert checked.returncode != 0 and "syntax error" in checked.stderr, checked
+
+
+def test_the_next_step_starts_what_each_role_runs() -> None:
+    """After the user part, root is told to start what this host runs: a front or a data
+    host without the role app never gets the app server's unit; a data host no certificate."""
+    with checkout("pro-gunicorn-systemd-postgresql") as folder:
+        (folder / "etc/fleet.ini").write_text(
+            "[lb]\naddress = 10.0.0.10\nroles = front\n"
+            "[web1]\naddress = 10.0.0.11\n"
+            "[db]\naddress = 10.0.0.13\nroles = data\n"
+        )
+
+        def step(name: str) -> str:
+            install = Install(Project.load(folder / PROJECT_JSON), folder, "pro", fleet_host=name, jobs=False)
+            return next_step(install, "user")
+
+        web1, lb, db = step("web1"), step("lb"), step("db")
+        service = Install(Project.load(folder / PROJECT_JSON), folder, "pro").service
+        assert f"enable --now {service}" in web1 and "deploytool cert" in web1, web1
+        assert service not in lb and "deploytool cert" in lb, lb
+        assert service not in db and "deploytool cert" not in db and "a data host" in db, db

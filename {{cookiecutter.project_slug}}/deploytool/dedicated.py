@@ -178,21 +178,11 @@ class Redis(_Daemon):
         digest = hashlib.sha256(password.encode()).hexdigest()
         address = self.install.data_address
         port = str(self.install.ports["redis"])
-        # resetpass first: the default user's "nopass" goes, only the hash admits
-        return [
-            "--bind",
-            address,
-            "--port",
-            port,
-            "--user",
-            "default",
-            "on",
-            "resetpass",
-            f"#{digest}",
-            "~*",
-            "&*",
-            "+@all",
-        ]
+        # resetpass first: the default user's "nopass" goes, only the hash admits. -@admin: an
+        # app host holding the password still cannot CONFIG SET the data host's Redis into
+        # writing files there, load a module, or shut it down; the cache and Celery need none.
+        acl = ["default", "on", "resetpass", f"#{digest}", "~*", "&*", "+@all", "-@admin"]
+        return ["--bind", address, "--port", port, "--user", *acl]
 
     def where(self) -> str:
         socket = f"a unix socket of mode 660 in {self.install.run_dir}"

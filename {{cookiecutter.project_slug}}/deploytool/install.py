@@ -361,13 +361,18 @@ def next_step(install: Install, part: str) -> str:
             "(venv, requirements, migrate, collectstatic)"
         )
     if install.project.process_manager == "systemd":
-        # the app, its cache server (PostgreSQL runs already: migrate needed it), the jobs' timers
+        # the app, its cache server (PostgreSQL runs already: migrate needed it), the jobs'
+        # timers; a front or a data host of a fleet without the role app runs no app server
+        app = [install.service] if install.serves_app else []
         caches = [install.service_of(server.name) for server in for_install(install) if server.name != "postgresql"]
-        caches += [install.worker_service] if install.has_worker else []
+        worker = [install.worker_service] if install.has_worker and install.serves_app else []
         timers = [f"{job.unit(install)}.timer" for job in load_jobs(install)] if install.jobs else []
-        start = f"systemctl daemon-reload && systemctl enable --now {' '.join([install.service, *caches, *timers])}"
+        units = [*app, *caches, *worker, *timers]
+        start = "systemctl daemon-reload" + (f" && systemctl enable --now {' '.join(units)}" if units else "")
     else:  # the install's own supervisord (it runs the app) and its servers; cron runs the jobs
         start = "systemctl daemon-reload && supervisorctl reread && supervisorctl update"
     if FIREWALL in outputs(install):  # loaded by the system part; at every boot once enabled
         start += f" && systemctl enable {install.service_of('firewall')}"
+    if "front" not in install.roles and not install.serves_app:
+        return f"as root: {start} (a data host: no site, no certificate here)"
     return f"as root: {start}; then, as root, `deploytool cert` for the site's certificate"
