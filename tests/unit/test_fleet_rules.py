@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -16,6 +17,7 @@ import pytest
 from deploytool import configcheck, firewall, inventory
 from deploytool.dedicated import Redis, for_install
 from deploytool.errors import DeployError
+from deploytool.init import init
 from deploytool.install import next_step
 from deploytool.layout import PROJECT_JSON, Install
 from deploytool.project import Project
@@ -260,3 +262,18 @@ def test_the_next_step_starts_what_each_role_runs() -> None:
         assert f"enable --now {service}" in web1 and "deploytool cert" in web1, web1
         assert service not in lb and "deploytool cert" in lb, lb
         assert service not in db and "deploytool cert" not in db and "a data host" in db, db
+
+
+def test_an_app_host_without_the_data_hosts_settings_is_refused_before_anything_is_written(
+    root: Path, tmp_path: Path
+) -> None:
+    """Fresh secrets on web1 would match neither the data host's database nor its Redis: init
+    names the copy to make, and leaves the checkout as it was."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(root, copy)
+    before = sorted(path.relative_to(copy) for path in copy.rglob("*"))
+    with pytest.raises(
+        DeployError, match=r"database and cache are db's .*scp -p fd00::13:.*/etc/settings_local.py etc/"
+    ):
+        init(copy, "stage", fleet_host="web1")
+    assert sorted(path.relative_to(copy) for path in copy.rglob("*")) == before

@@ -49,6 +49,7 @@ def init(
         project, root, install_type, system_root, app_bind, workers=processes, jobs=runs_jobs, fleet_host=fleet_host
     )
     install.fleet_entry()  # a name fleet.ini does not have is refused before anything is written
+    check_shared_secrets(install)
     if install.app_bind:
         check_local_address(install.app_bind)
     if current is not None:
@@ -85,6 +86,21 @@ def close_folders(install: Install) -> None:
         folder.mkdir(mode=mode, exist_ok=True)
         _close(folder, mode, keep_group=name in NGINX_MAY_ENTER)
     close_database(install)
+
+
+def check_shared_secrets(install: Install) -> None:
+    """A host of a fleet with a data host uses that host's database (and Redis) with the
+    passwords and SECRET_KEY of its settings_local.py: fresh ones made here would match
+    nothing. Refused before anything is written, with the copy to make."""
+    data = install.data_host
+    if install.settings_local.exists() or data is None or "data" in install.roles:
+        return
+    servers = "database and cache are" if install.shares_cache else "database is"
+    raise DeployError(
+        f"{install.settings_local} is missing, and this host's {servers} {data.name}'s (etc/fleet.ini): "
+        f"copy that host's file here first (scp -p {data.address}:{data.root}/etc/settings_local.py etc/; "
+        "mode 600), then run init again. Nothing was written"
+    )
 
 
 def close_database(install: Install) -> None:
