@@ -34,6 +34,7 @@ APP_PORT, HTTPS_PORT, POSTGRESQL_PORT, REDIS_PORT = STAGE + 1, STAGE + 3, STAGE 
 LB, DATA = "10.214.0.10", "10.214.0.13"
 APPS = {"web1": "10.214.0.11", "web2": "10.214.0.12"}
 STRANGER = "10.214.0.99"  # an address on the bridge that fleet.ini does not name
+WEB3 = "10.214.0.14"  # an app host release two adds to fleet.ini
 PASSWORD = "a password for alice"
 
 # Through the front as a browser would: the admin's login form, then its index page N times.
@@ -82,6 +83,15 @@ class Site:
         node = self.nodes[host]
         out = node.run(node.root / "env3.11/bin/python", "manage.py", "shell", "--no-imports", "-c", code).stdout
         return out.strip().splitlines()[-1] if out.strip() else ""
+
+    def psql(self, where: str) -> subprocess.CompletedProcess[str]:
+        """`select 1` in the site's database on the data host, from the namespace ``where``,
+        with the password of settings_local.py."""
+        settings = (self.nodes["data"].root / "etc/settings_local.py").read_text()
+        password = settings.split('"PASSWORD": "', 1)[1].split('"', 1)[0]
+        psql = [program("psql", "postgresql"), "-h", DATA, "-p", str(POSTGRESQL_PORT), "-U", self.nodes["data"].user]
+        argv = ["env", f"PGPASSWORD={password}", *psql, "-d", self.slug, "-tAc", "select 1"]
+        return subprocess.run(self.network.exec(where, *argv), capture_output=True, text=True, timeout=30)
 
     def front_status(self, path: str) -> int:
         """The status of GET ``path`` through the front's nginx over HTTPS, from lb itself."""
@@ -287,30 +297,12 @@ def test_the_data_hosts_postgresql_and_redis_admit_the_app_hosts_only(shared: Si
     assert network.connect("data", APPS["web1"], APP_PORT) == "refused"
     assert network.connect("lb", APPS["web1"], APP_PORT) == "connected"
 
-    settings = (shared.nodes["data"].root / "etc/settings_local.py").read_text()
-    password = settings.split('"PASSWORD": "', 1)[1].split('"', 1)[0]
-    user = shared.nodes["data"].user
-    psql = [
-        "env",
-        f"PGPASSWORD={password}",
-        program("psql", "postgresql"),
-        "-h",
-        DATA,
-        "-p",
-        str(POSTGRESQL_PORT),
-        "-U",
-        user,
-        "-d",
-        shared.slug,
-        "-tAc",
-        "select 1",
-    ]
     data = shared.nodes["data"]
     data.nft("delete", "table", "inet", data.table)
     try:
-        tried = subprocess.run(network.exec("lb", *psql), capture_output=True, text=True, timeout=30)
+        tried = shared.psql("lb")
         assert tried.returncode != 0 and f'no pg_hba.conf entry for host "{LB}"' in tried.stderr, tried
-        allowed = subprocess.run(network.exec("web2", *psql), capture_output=True, text=True, timeout=30)
+        allowed = shared.psql("web2")
         assert allowed.returncode == 0 and allowed.stdout.strip() == "1", allowed
     finally:
         data.nft("-f", data.rules)
@@ -390,6 +382,8 @@ def test_a_rolling_deploy_migrates_once_and_every_page_finds_its_static_files(sh
     (shared.repo / slug / "migrations/0002_note.py").write_text(NOTE_MIGRATION.replace("SLUG", slug))
     models = shared.repo / slug / "models.py"
     models.write_text(models.read_text() + NOTE_MODEL)
+    fleet = shared.repo / "etc/fleet.ini"  # a third app host joins: the data host must admit it
+    fleet.write_text(fleet.read_text() + f"[web3]\naddress = {WEB3}\nroles = app\n")
     run([*as_user, *GIT, "add", "-A"], cwd=shared.repo)
     run([*as_user, *GIT, "commit", "-q", "-m", "Release two: notes, a new stylesheet"], cwd=shared.repo)
 
@@ -447,5 +441,18 @@ def test_a_rolling_deploy_migrates_once_and_every_page_finds_its_static_files(sh
     assert shared.manage("web2", recorded) == "1"
     made = f"from {slug}.models import Note; Note.objects.create(text='one'); print(Note.objects.count())"
     assert shared.manage("web1", made) == "1"
+    # The data host's PostgreSQL re-read the pg_hba.conf its deploy rendered: web3 (an address
+    # of lb's, the source of its route to the data host) connects once the rules are loaded.
+    assert "[data] deploy:               PostgreSQL re-read etc/postgresql/pg_hba.conf" in out, out
+    data = shared.nodes["data"]
+    data.nft("-f", data.rules)  # the admin's part: the system part loads the new rules
+    shared.network.ip_in("lb", "addr", "add", f"{WEB3}/24", "dev", "br0")
+    shared.network.ip_in("lb", "route", "add", f"{DATA}/32", "dev", "br0", "src", WEB3)
+    try:
+        joined = shared.psql("lb")
+        assert joined.returncode == 0 and joined.stdout.strip() == "1", joined
+    finally:
+        shared.network.ip_in("lb", "route", "del", f"{DATA}/32")
+        shared.network.ip_in("lb", "addr", "del", f"{WEB3}/24", "dev", "br0")
     assert len(seen) >= 2, seen  # the old stylesheet and release two's
     assert all(statuses == {200} for statuses in seen.values()), seen

@@ -120,6 +120,14 @@ class PostgreSQL:
         if self.running():
             proc.run([proc.postgresql_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"], "pg_ctl stop")
 
+    def reload(self) -> bool:
+        """Re-read pg_hba.conf (SIGHUP through the pid file: the cluster is the project user's,
+        whichever manager runs it); False when it is not running (it reads the file at start)."""
+        if not self.running():
+            return False
+        proc.run([proc.postgresql_bin("pg_ctl"), "-D", self.data, "reload"], "pg_ctl reload")
+        return True
+
 
 @dataclass
 class _Daemon:

@@ -47,6 +47,7 @@ from typing import Any
 
 from . import fleet, proc
 from .backup import take
+from .dedicated import PostgreSQL, for_install
 from .errors import DeployError
 from .history import add_attempt, read_record
 from .history import head as _head
@@ -113,7 +114,13 @@ class Deploy:
 
     def checkout(self) -> str:
         _git(self.install, "reset", "--keep", "--quiet", self.target)
+        self.reread()
         return f"{_short(self.previous)} -> {_short(self.target)}"
+
+    def reread(self) -> None:
+        """The install as the checked-out code has it: its answers (etc/project.json) and its
+        fleet (etc/fleet.ini) are tracked files, which the checkout has just changed."""
+        self.install = Install.load(self.install.root)
 
     def requirements(self) -> str:
         wanted = requirements_hash(self.install.root / "requirements.txt")
@@ -132,7 +139,7 @@ class Deploy:
         return hashlib.sha256(shown.stdout.encode()).hexdigest() if shown.returncode == 0 else None
 
     def render(self) -> str:
-        changed = render(self.install)
+        changed = render_and_reload(self.install)
         outside = sorted(
             str(path.relative_to(self.install.root)) for path in set(changed) & set(system_files(self.install))
         )
@@ -221,9 +228,10 @@ class Deploy:
             _git(self.install, "reset", "--keep", "--quiet", self.previous)
         except DeployError as error:
             return [f"code: {error}; the checkout is at {_short(_head(self.install) or '?')}"]
+        self.reread()
         undo: list[tuple[str, bool, Callable[[], object]]] = [
             ("requirements", self.requirements_installed, lambda: pip_install(self.install, "rollback requirements")),
-            ("render", True, lambda: render(self.install)),
+            ("render", True, lambda: render_and_reload(self.install)),
             (
                 "collectstatic",
                 "collectstatic" in self.started,  # the manifest of hashed names is rewritten
@@ -406,6 +414,17 @@ def restart_workers(install: Install) -> str:
     finish first (Celery's own limit for that: the units' 300 s)."""
     out = proc.run([install.workerctl, "restart"], "bin/workerctl.sh restart", timeout=360)
     return out.strip().splitlines()[-1] if out.strip() else "done"
+
+
+def render_and_reload(install: Install) -> list[Path]:
+    """Render; a pg_hba.conf that changed (a host added to or removed from etc/fleet.ini) is
+    re-read by this host's running PostgreSQL at once, or the new app host stays refused."""
+    changed = render(install)
+    database = PostgreSQL(install)
+    runs = any(isinstance(server, PostgreSQL) for server in for_install(install))
+    if runs and database.hba_file in changed and database.reload():
+        print(f"deploy: {'':<13} PostgreSQL re-read {database.hba_file.relative_to(install.root)}", flush=True)
+    return changed
 
 
 def app_server(install: Install, command: str) -> str:
