@@ -800,6 +800,9 @@ def test_maintenance_page_for_everyone_but_the_allowed_address(stack: Stack) -> 
 def test_logs_follow_a_request_and_manage_runs_as_the_user(stack: Stack) -> None:
     """`logs nginx -f` prints a request's access line as nginx writes it; `manage` runs
     manage.py commands in the install's venv as the project user, never as root."""
+    # Lines of earlier requests may still sit in another nginx worker's buffer (flush=1s):
+    # written after the probe's, they would push it out of the last lines read below.
+    time.sleep(1.5)
     follow = subprocess.Popen(
         ["runuser", "-u", stack.user, "--", stack.project / "bin/deploytool", "logs", "nginx", "-f", "-n", "1"],
         stdout=subprocess.PIPE,
