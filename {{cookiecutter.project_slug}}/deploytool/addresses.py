@@ -42,3 +42,8 @@ def private_address(address: str, what: str) -> str:
     if problem:
         raise DeployError(f"{what} {address} is {problem}: it must be {PRIVATE_RULE}")
     return str(ip)
+
+
+def url_host(address: str) -> str:
+    """An address as the host of a URL or of host:port: an IPv6 one in brackets."""
+    return f"[{address}]" if ":" in address else address

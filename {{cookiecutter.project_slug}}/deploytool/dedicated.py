@@ -254,6 +254,11 @@ def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
     return chosen
 
 
+def database_of(install: Install) -> PostgreSQL | None:
+    """The install's own PostgreSQL, when this host runs one."""
+    return next((server for server in for_install(install) if isinstance(server, PostgreSQL)), None)
+
+
 @dataclass
 class Dedicated:
     """One dedicated server as the systemd unit and supervisor program templates see it."""

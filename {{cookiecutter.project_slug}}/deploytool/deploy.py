@@ -47,7 +47,7 @@ from typing import Any
 
 from . import fleet, proc
 from .backup import take
-from .dedicated import PostgreSQL, for_install
+from .dedicated import database_of
 from .errors import DeployError
 from .history import add_attempt, read_record
 from .history import head as _head
@@ -420,9 +420,8 @@ def render_and_reload(install: Install) -> list[Path]:
     """Render; a pg_hba.conf that changed (a host added to or removed from etc/fleet.ini) is
     re-read by this host's running PostgreSQL at once, or the new app host stays refused."""
     changed = render(install)
-    database = PostgreSQL(install)
-    runs = any(isinstance(server, PostgreSQL) for server in for_install(install))
-    if runs and database.hba_file in changed and database.reload():
+    database = database_of(install)
+    if database is not None and database.hba_file in changed and database.reload():
         print(f"deploy: {'':<13} PostgreSQL re-read {database.hba_file.relative_to(install.root)}", flush=True)
     return changed
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import firewall, nginx, proc
-from .dedicated import PostgreSQL, for_install, for_templates
+from .dedicated import database_of, for_install, for_templates
 from .errors import DeployError
 from .files import open_no_links, prune, read_user_file, write_atomic
 from .init import close_database, make_links
@@ -228,7 +228,7 @@ def database_ready(install: Install) -> Iterator[str]:
     """The dedicated PostgreSQL, if the answers chose it, runs and has the project's
     database: migrate needs it. Its cluster is made here (as the project user); the
     process manager runs it (in a sandbox, `up` has started it)."""
-    database = next((s for s in for_install(install) if isinstance(s, PostgreSQL)), None)
+    database = database_of(install)
     if database is None:
         return
     if database.prepare():

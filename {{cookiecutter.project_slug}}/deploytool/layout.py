@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from . import inventory, ports, sizing
-from .addresses import private_address
+from .addresses import private_address, url_host
 from .errors import DeployError
 from .project import Project
 
@@ -254,8 +254,7 @@ class Install:
         ([v6]:port for IPv6) for other hosts' nginx."""
         if self.app_on_socket:
             return str(self.app_socket)
-        host = f"[{self.app_bind}]" if ":" in self.app_bind else self.app_bind
-        return f"{host}:{self.ports['app']}"
+        return f"{url_host(self.app_bind)}:{self.ports['app']}"
 
     @property
     def sandbox(self) -> bool:

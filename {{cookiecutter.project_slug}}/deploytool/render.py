@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jinja2
 
 from . import firewall, proc
+from .addresses import url_host
 from .certificates import site_cert_dir
 from .dedicated import for_templates
 from .files import prune, write_atomic
@@ -145,17 +146,12 @@ def environment(install: Install) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["shquote"] = _shquote
-    env.filters["url_host"] = _url_host
+    env.filters["url_host"] = url_host
     return env
 
 
 def _shquote(value: object) -> str:
     return shlex.quote(str(value))
-
-
-def _url_host(address: str) -> str:
-    """An address as a URL's host: an IPv6 one in brackets."""
-    return f"[{address}]" if ":" in address else address
 
 
 def context(install: Install, **overrides: Any) -> dict[str, Any]:
