@@ -4,7 +4,7 @@ with the roles of etc/fleet.ini and the nftables rules rendered from them, loade
 
 The hosts are network namespaces this module makes on a private bridge (10.214.0.0/24, which
 exists only inside them): lb 10.214.0.10 (the front), web1 .11 and web2 .12 (gunicorn on their
-private address), data .13 (the install's PostgreSQL and Redis). Each host has its own clone of
+private address), data .13 (the install's PostgreSQL, Redis and media store). Each host has its own clone of
 one baked repo, a stage install (DEBUG off: the site's own error page); the data host's
 settings_local.py is copied to the others, as the README says (one database, one cache, one
 SECRET_KEY). Ports: block 64900's stage install (64910-64919), the same numbers on every host.
@@ -30,7 +30,7 @@ from support.wrkload import under_load, wrk_argv
 
 BLOCK = BLOCKS["shared"]
 STAGE = BLOCK + 10  # the stage install's ten ports
-APP_PORT, HTTPS_PORT, POSTGRESQL_PORT, REDIS_PORT = STAGE + 1, STAGE + 3, STAGE + 5, STAGE + 6
+APP_PORT, HTTPS_PORT, POSTGRESQL_PORT, REDIS_PORT, MEDIA_PORT = STAGE + 1, STAGE + 3, STAGE + 5, STAGE + 6, STAGE + 9
 LB, DATA = "10.214.0.10", "10.214.0.13"
 APPS = {"web1": "10.214.0.11", "web2": "10.214.0.12"}
 STRANGER = "10.214.0.99"  # an address on the bridge that fleet.ini does not name
@@ -93,24 +93,35 @@ class Site:
         argv = ["env", f"PGPASSWORD={password}", *psql, "-d", self.slug, "-tAc", "select 1"]
         return subprocess.run(self.network.exec(where, *argv), capture_output=True, text=True, timeout=30)
 
-    def front_status(self, path: str) -> int:
-        """The status of GET ``path`` through the front's nginx over HTTPS, from lb itself."""
+    def front_get(self, path: str, *curl: str) -> tuple[int, str]:
+        """Status and body of ``path`` through the front's nginx over HTTPS, from lb itself
+        (GET, or what the curl options given ask)."""
         lb = self.nodes["lb"]
         argv = self.network.exec(
             "lb",
             program("curl", "curl"),
             "-s",
+            *curl,
             "--cacert",
             lb.root / ".sandbox/etc/ssl/sandbox-ca.pem",
-            "-o",
-            "/dev/null",
             "-w",
-            "%{http_code}",
+            "\n%{http_code}",
             "--resolve",
             f"{self.site}:{HTTPS_PORT}:127.0.0.1",
             f"https://{self.site}:{HTTPS_PORT}{path}",
         )
-        return int(run(argv).stdout)
+        body, _, status = run(argv).stdout.rpartition("\n")
+        return int(status), body
+
+    def front_status(self, path: str) -> int:
+        return self.front_get(path)[0]
+
+    def media_store(self, where: str, method: str, path: str, *curl: str, user: str = "") -> int:
+        """The status the data host's media store answers ``method path``, from the namespace
+        ``where`` (as ``user`` there, when given), with the curl options given."""
+        argv = [program("curl", "curl"), "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, *curl]
+        argv += ["--max-time", "10", f"http://{DATA}:{MEDIA_PORT}{path}"]
+        return int(run(self.network.exec(where, *(["runuser", "-u", user, "--"] if user else []), *argv)).stdout)
 
     def direct(self, where: str, host: str, path: str, cookie: str = "") -> tuple[int, str]:
         """GET straight to ``host``'s app server (gunicorn's HTTP, past every nginx), from
@@ -178,7 +189,7 @@ def shared(project_user: str, project_venv: Path) -> Iterator[Site]:
         for name in ("data", "web1", "web2", "lb"):  # data first (its PostgreSQL, the migrations), lb last
             out = nodes[name].deploytool("up").stdout
             started.append(nodes[name])
-            for server in ("postgresql", "redis"):
+            for server in ("postgresql", "redis", "media"):
                 assert (f"starting {server}" in out) == (name == "data"), f"{name}:\n{out}"
         for node in nodes.values():
             node.nft("-f", node.rules)
@@ -206,6 +217,17 @@ def test_every_host_uses_the_data_hosts_database_and_cache(shared: Site) -> None
         assert f'"HOST": "{DATA}"' in settings and f'"redis://{DATA}:{REDIS_PORT}/0"' in settings, name
         status = node.run(node.root / "bin/deploytool", "status", check=False).stdout
         assert ("postgresql" in status, "redis" in status) == (name == "data",) * 2, f"{name}:\n{status}"
+    timers = {
+        name: sorted(path.name.split("_")[-1] for path in (node.root / "etc/systemd/system").glob("*.timer"))
+        for name, node in shared.nodes.items()
+    }
+    everywhere = ["watch.timer"]  # each host checks what it holds; the backup runs where the data is
+    assert timers == {
+        "lb": everywhere,
+        "web1": ["clearsessions.timer", *everywhere],  # the host with JOBS=on
+        "web2": everywhere,
+        "data": ["backup.timer", *everywhere],
+    }, timers
     hba = (shared.nodes["data"].root / "etc/postgresql/pg_hba.conf").read_text()
     for address in (*APPS.values(), DATA):
         assert f"{address}/32  scram-sha-256" in hba, hba
@@ -255,6 +277,65 @@ def test_a_value_cached_through_one_app_host_is_read_through_the_other(shared: S
         == "set"
     )
     assert shared.manage("web2", "from django.core.cache import cache; print(cache.get('shared'))") == token
+
+
+def test_an_upload_through_one_app_host_is_served_by_the_front_and_read_by_the_other(shared: Site) -> None:
+    """One media store: a file saved by web1's Django is at once on the data host's disk
+    (mode 640, the project user's), served by the front at its URL, read by web2's Django;
+    deleted through web2, the front no longer serves it."""
+    data = shared.nodes["data"]
+    body = f"an upload made through web1 at {time.time()}"
+    save = (
+        "from django.core.files.base import ContentFile; from django.core.files.storage import default_storage; "
+        f"name = default_storage.save('notes/hello.txt', ContentFile({body!r}.encode())); "
+        "print(name, default_storage.url(name))"
+    )
+    name, url = shared.manage("web1", save).split()
+    assert url == f"/media/{name}" and name.startswith("notes/hello"), (name, url)
+    stored = data.root / "media" / name
+    assert stored.read_text() == body
+    assert (oct(stored.stat().st_mode & 0o777), stored.owner()) == ("0o640", data.user)
+    for _ in range(3):
+        assert shared.front_get(url) == (200, body)
+    read = (
+        f"from django.core.files.storage import default_storage; print(default_storage.open({name!r}).read().decode())"
+    )
+    assert shared.manage("web2", read) == body
+    # Backed up where the data is: the data host's backup holds the upload; an app host refuses.
+    data.deploytool("backup")
+    taken = sorted(path for path in (data.root / "backups").iterdir() if not path.name.startswith("."))[-1]
+    assert (taken / "media" / name).read_text() == body
+    refused = shared.nodes["web1"].deploytool("backup", check=False)
+    assert refused.returncode != 0 and "the uploads are on the data host data" in refused.stderr, refused
+    gone = f"from django.core.files.storage import default_storage; default_storage.delete({name!r}); print('deleted')"
+    assert shared.manage("web2", gone) == "deleted"
+    assert shared.front_status(url) == 404 and not stored.exists()
+
+
+def test_only_the_app_hosts_write_to_the_media_store_and_only_with_the_password(shared: Site) -> None:
+    """The media store's password is the app hosts' (settings_local.py, mode 600): another
+    account on web1 has none and is refused; the front reads but may not write, password
+    or not; through the front nobody writes; a stranger's address reaches nothing."""
+    settings = (shared.nodes["web1"].root / "etc/settings_local.py").read_text()
+    password = settings.split('MEDIA_PASSWORD = "', 1)[1].split('"', 1)[0]
+    writer = ["--user", f"media:{password}", "--data-binary", "written"]
+    assert shared.media_store("web1", "PUT", "/probe.txt", *writer) == 201
+    assert shared.media_store("lb", "GET", "/probe.txt") == 200  # the front reads
+    peek = shared.network.exec(
+        "web1", "runuser", "-u", "nobody", "--", "cat", shared.nodes["web1"].root / "etc/settings_local.py"
+    )
+    assert subprocess.run(peek, capture_output=True, timeout=30).returncode != 0  # nobody has no password
+    assert shared.media_store("web1", "PUT", "/probe.txt", "--data-binary", "x", user="nobody") == 401
+    assert shared.media_store("web1", "DELETE", "/probe.txt", "--user", "media:guess", user="nobody") == 401
+    assert shared.media_store("lb", "PUT", "/probe.txt", *writer) == 403  # the front holds the file too
+    assert shared.front_get("/media/probe.txt", "-X", "PUT", "--data-binary", "x")[0] == 403
+    assert shared.front_get("/media/probe.txt") == (200, "written")
+    assert shared.media_store("web1", "DELETE", "/probe.txt", "--user", f"media:{password}") == 204
+    shared.network.ip_in("lb", "addr", "add", f"{STRANGER}/24", "dev", "br0")
+    try:
+        assert shared.network.connect("lb", DATA, MEDIA_PORT, source=STRANGER) == "refused"
+    finally:
+        shared.network.ip_in("lb", "addr", "del", f"{STRANGER}/24", "dev", "br0")
 
 
 # Redis's answers to the commands given (inline, one per argument), from the namespace given.
@@ -443,7 +524,8 @@ def test_a_rolling_deploy_migrates_once_and_every_page_finds_its_static_files(sh
     assert shared.manage("web1", made) == "1"
     # The data host's PostgreSQL re-read the pg_hba.conf its deploy rendered: web3 (an address
     # of lb's, the source of its route to the data host) connects once the rules are loaded.
-    assert "[data] deploy:               PostgreSQL re-read etc/postgresql/pg_hba.conf" in out, out
+    assert "[data] deploy:               postgresql re-read etc/postgresql/pg_hba.conf" in out, out
+    assert f"[data] deploy:               media re-read etc/nginx/{shared.site}_media.conf" in out, out
     data = shared.nodes["data"]
     data.nft("-f", data.rules)  # the admin's part: the system part loads the new rules
     shared.network.ip_in("lb", "addr", "add", f"{WEB3}/24", "dev", "br0")

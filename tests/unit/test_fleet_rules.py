@@ -15,10 +15,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 from deploytool import configcheck, firewall, inventory
-from deploytool.dedicated import Redis, for_install
+from deploytool.dedicated import MediaStore, Redis, for_install
 from deploytool.errors import DeployError
 from deploytool.init import init
 from deploytool.install import next_step
+from deploytool.jobs import for_host as jobs_here
 from deploytool.layout import PROJECT_JSON, Install
 from deploytool.project import Project
 from deploytool.render import FIREWALL, SETTINGS_LOCAL, outputs, render_text
@@ -141,14 +142,16 @@ def test_an_app_host_opens_its_app_port_to_the_fronts_only(root: Path, tmp_path:
 
 def test_a_data_host_opens_postgresql_and_redis_to_the_app_hosts_only(root: Path, tmp_path: Path) -> None:
     """db holds the data (and is an app host too): PostgreSQL's and Redis's ports for the app
-    hosts, the app port for the front, nothing else."""
+    hosts, the media store's for the fronts and app hosts, the app port for the front, nothing else."""
     text = rules_text(host(root, "db", app_bind="fd00::13"))
-    assert rule_lines(text)[:6] == [
+    assert rule_lines(text)[:8] == [
         "tcp dport 60011 ip saddr { 10.0.0.10 } accept",
         "tcp dport 60015 ip saddr { 10.0.0.11, 10.0.0.12 } accept",
         "tcp dport 60015 ip6 saddr { fd00::13 } accept",
         "tcp dport 60016 ip saddr { 10.0.0.11, 10.0.0.12 } accept",
         "tcp dport 60016 ip6 saddr { fd00::13 } accept",
+        "tcp dport 60019 ip saddr { 10.0.0.10, 10.0.0.11, 10.0.0.12 } accept",
+        "tcp dport 60019 ip6 saddr { fd00::13 } accept",
         "tcp dport 60010-60019 reject with tcp reset",
     ]
     checked = nft_check(text, tmp_path)
@@ -178,7 +181,8 @@ def test_the_data_hosts_redis_is_every_hosts_cache_and_session_store(root: Path,
     (ps, the unit file) holds the password's hash, never the password."""
     web1, db = host(root, "web1", app_bind="10.0.0.11"), host(root, "db")
     assert web1.shares_cache and db.shares_cache and not host(root).shares_cache
-    settings = render_text(web1, SETTINGS_LOCAL, secret_key="k" * 50, db_password="d" * 32, redis_password="r" * 32)
+    secrets = {"secret_key": "k" * 50, "db_password": "d" * 32, "redis_password": "r" * 32, "media_password": "m" * 32}
+    settings = render_text(web1, SETTINGS_LOCAL, **secrets, media_writer="media")
     assert '"LOCATION": "redis://[fd00::13]:60016/0"' in settings, settings
     assert 'SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"' in settings
     assert [server.name for server in for_install(web1)] == []  # the app host runs neither
@@ -194,6 +198,63 @@ def test_the_data_hosts_redis_is_every_hosts_cache_and_session_store(root: Path,
         local.write_text(settings.replace("r" * 32, "short"))
         with pytest.raises(DeployError, match="no REDIS_PASSWORD of 16 characters or more"):
             redis.foreground()
+
+
+def test_the_data_hosts_media_store_holds_every_hosts_uploads(root: Path) -> None:
+    """One media store: every host's settings save uploads there (with MEDIA_PASSWORD); only
+    the data host renders and runs it, reading for the fronts and app hosts, writing for the
+    app hosts with the password; the front serves /media/ from it, read only. A single server
+    keeps its uploads in its own media/."""
+    web1, db, lb, single = host(root, "web1", app_bind="10.0.0.11"), host(root, "db"), host(root, "lb"), host(root)
+    assert (web1.runs_media_store, db.runs_media_store, lb.runs_media_store) == (False, True, False)
+    assert not single.shares_media and not single.runs_media_store
+    secrets = {"secret_key": "k" * 50, "db_password": "d" * 32, "redis_password": "r" * 32, "media_password": "m" * 32}
+    settings = render_text(web1, SETTINGS_LOCAL, **secrets, media_writer="media")
+    assert f'"BACKEND": "{web1.project.project_slug}.media_store.MediaStore"' in settings
+    assert '"location": "http://[fd00::13]:60019/"' in settings and 'MEDIA_PASSWORD = "' + "m" * 32 + '"' in settings
+    assert "MediaStore" not in render_text(single, SETTINGS_LOCAL, **secrets)
+    conf_of = "nginx/media.conf.j2"
+    assert conf_of in outputs(db) and not {conf_of} & set(outputs(web1) | outputs(lb) | outputs(single))
+    assert [server.name for server in for_install(db)][-1] == "media"
+    store = MediaStore(db)
+    argv = store.foreground()  # as systemd and supervisor run it: the config, no daemon
+    assert argv[1:3] == ["-c", str(db.media_store_conf)] and argv[-1] == f"pid {store.pidfile}; daemon off;", argv
+    conf = render_text(db, "nginx/media.conf.j2")
+    assert "listen [fd00::13]:60019;" in conf
+    reads, writes = conf.split("limit_except GET HEAD", 1)
+    allowed = re.findall(r"allow (\S+);", reads)
+    assert allowed == ["10.0.0.10", "10.0.0.11", "10.0.0.12", "fd00::13"], conf
+    assert re.findall(r"allow (\S+);", writes) == ["10.0.0.11", "10.0.0.12", "fd00::13"], conf  # not the front
+    assert f'auth_basic_user_file "{db.media_htpasswd}"' in writes
+    site = render_text(lb, "nginx/site.conf.j2")
+    media = site.split("location ^~ /media/ {", 1)[1].split("\n    }", 1)[0]
+    assert "proxy_pass http://[fd00::13]:60019/;" in media and "limit_except GET {" in media, media
+    assert "alias" not in media
+    single_site = render_text(single, "nginx/site.conf.j2")
+    assert f'alias "{single.media_root}/";' in single_site and "60019" not in single_site
+
+
+def test_the_backup_runs_where_the_data_is_and_the_watch_on_every_host(root: Path) -> None:
+    """jobs.ini's `on`: with a data host, the backup is that host's (whatever its JOBS), the
+    watch every host's, the rest the one host's with JOBS=on; a single server runs them all,
+    and an unknown placement is refused by name."""
+
+    def names(install: Install) -> list[str]:
+        return [job.name for job in jobs_here(install)]
+
+    assert names(host(root)) == ["backup", "clearsessions", "watch"]
+    web1, web2 = host(root, "web1", app_bind="10.0.0.11"), host(root, "web2", app_bind="10.0.0.12")
+    web2 = Install(web2.project, web2.root, "stage", app_bind="10.0.0.12", fleet_host="web2", jobs=False)
+    db = Install(web1.project, web1.root, "stage", fleet_host="db", jobs=False)
+    assert (names(web1), names(web2), names(db)) == (["clearsessions", "watch"], ["watch"], ["backup", "watch"])
+    jobs_ini = root / "etc/templates/jobs.ini"
+    text = jobs_ini.read_text()
+    jobs_ini.write_text(text.replace("on = data", "on = db"))
+    try:
+        with pytest.raises(DeployError, match=r"\[backup\]: on 'db': one of jobs, data, every; nothing was rendered"):
+            jobs_here(web1)
+    finally:
+        jobs_ini.write_text(text)
 
 
 def test_two_data_hosts_are_refused(root: Path) -> None:

@@ -115,6 +115,7 @@ def take(
 ) -> Backup:
     """A whole backup in backups/, or an error and nothing kept; then retention prunes."""
     tell = report or (lambda line: None)
+    backups.holds_the_data(install)
     if label is not None:
         backups.valid_label(label)
     with locked(install), _private_files():

@@ -67,6 +67,19 @@ class Backup:
         return sum(file.stat().st_size for file in self.path.rglob("*") if file.is_file() and not file.is_symlink())
 
 
+def holds_the_data(install: Install) -> None:
+    """Backups are taken and restored where the site's data is: in a fleet with a data host,
+    on that host (its database and the uploads in its media store); on any other host the
+    media/ folder holds no upload, so a backup there would miss them all. Refused by name."""
+    data_host = install.data_host
+    if data_host is not None and not install.runs_database:
+        raise DeployError(
+            f"this host ({install.fleet_host}) holds none of the site's data: the database and the uploads are on "
+            f"the data host {data_host.name}; back up and restore there (its scheduled backup runs there: "
+            "jobs.ini's on = data); nothing was done"
+        )
+
+
 def valid_label(label: str) -> str:
     if not LABEL.match(label):
         raise DeployError(f"label {label!r}: letters, digits, _ . - only, at most 40")

@@ -1,5 +1,6 @@
-"""The install's own copies of PostgreSQL, Redis and memcached: dedicated servers on
-ports of the block or unix sockets, logs beside the app's, run as the project user.
+"""The install's own copies of PostgreSQL, Redis and memcached, and a fleet's media store:
+dedicated servers on ports of the block or unix sockets, logs beside the app's, run as the
+project user.
 
 Host and port come from settings_local.py, the install's local truth (never assumed);
 the port map only proposes them when init writes that file.
@@ -62,6 +63,11 @@ class PostgreSQL:
     @property
     def hba_file(self) -> Path:
         return self.install.etc_dir / "postgresql" / "pg_hba.conf"
+
+    @property
+    def fleet_file(self) -> Path:
+        """What it re-reads when etc/fleet.ini changes: who may connect."""
+        return self.hba_file
 
     def foreground(self) -> list[str]:
         """The server in the foreground, as systemd or supervisor runs it (logs on stderr)."""
@@ -242,16 +248,69 @@ class Memcached(_Daemon):
         return f"a unix socket of mode 660 in {self.install.run_dir}, the project user's only (no password of its own)"
 
 
-def for_install(install: Install) -> list[PostgreSQL | Redis | Memcached]:
+class MediaStore(_Daemon):
+    """The site's uploads on a fleet's data host: an nginx of the install's own, run as the
+    project user like its PostgreSQL, over media/, on the private address and the block's
+    media port. The app hosts write with MEDIA_PASSWORD (HTTP PUT and DELETE: nginx's WebDAV
+    module, which writes a body aside and renames it into place, so a reader gets a whole
+    file or none); the fronts and the app hosts read. Its config: etc/nginx/<site>_media.conf."""
+
+    name = "media"
+
+    def argv(self, *args: str, foreground: bool = False) -> list[str]:
+        conf, log = self.install.media_store_conf, self.install.log_dir / "media.error.log"
+        # The pid file on the command line, not in the config: one name, deploytool's.
+        directives = f"pid {self.pidfile};" + (" daemon off;" if foreground else "")
+        return [proc.program("nginx"), "-c", str(conf), "-e", str(log), "-g", directives, *args]
+
+    def command(self, foreground: bool) -> list[str]:
+        return self.argv(foreground=foreground)
+
+    def running(self) -> bool:
+        return pid_alive(self.pidfile)
+
+    @property
+    def fleet_file(self) -> Path:
+        """What it re-reads when etc/fleet.ini changes: its config, which names the hosts."""
+        return self.install.media_store_conf
+
+    def where(self) -> str:
+        readers = "the fronts and app hosts read, the app hosts write with MEDIA_PASSWORD"
+        return f"{self.install.media_store_address} ({readers})"
+
+    def start(self) -> None:
+        proc.run(self.argv("-t", "-q"), "nginx -t of the media store")
+        super().start()
+
+    def reload(self) -> bool:
+        """Re-read its config (the fleet's addresses); False when it is not running."""
+        if not self.running():
+            return False
+        proc.run(self.argv("-s", "reload"), "media store reload")
+        return True
+
+
+Server = PostgreSQL | Redis | Memcached | MediaStore
+
+
+def for_install(install: Install) -> list[Server]:
     """The dedicated copies this install's answers ask for, in start order."""
-    chosen: list[PostgreSQL | Redis | Memcached] = []
+    chosen: list[Server] = []
     if install.project.database == "postgresql" and install.runs_database:
         chosen.append(PostgreSQL(install))
     if install.project.cache == "redis" and install.runs_database:
         chosen.append(Redis(install))
     elif install.project.cache == "memcached":
         chosen.append(Memcached(install))
+    if install.runs_media_store:
+        chosen.append(MediaStore(install))
     return chosen
+
+
+def fleet_readers(install: Install) -> list[PostgreSQL | MediaStore]:
+    """This host's servers whose config names the fleet's hosts (pg_hba.conf, the media
+    store's allow lists): a render that changes one must be followed by its reload."""
+    return [server for server in for_install(install) if isinstance(server, PostgreSQL | MediaStore)]
 
 
 def database_of(install: Install) -> PostgreSQL | None:
@@ -263,7 +322,7 @@ def database_of(install: Install) -> PostgreSQL | None:
 class Dedicated:
     """One dedicated server as the systemd unit and supervisor program templates see it."""
 
-    name: str  # postgresql, redis, memcached
+    name: str  # postgresql, redis, memcached, media
     unit: str  # its systemd unit or supervisor program name
     command: list[str]  # in the foreground
     where: str  # where it listens, for the unit's comment

@@ -47,7 +47,7 @@ from typing import Any
 
 from . import fleet, proc
 from .backup import take
-from .dedicated import database_of
+from .dedicated import fleet_readers
 from .errors import DeployError
 from .history import add_attempt, read_record
 from .history import head as _head
@@ -166,7 +166,10 @@ class Deploy:
         if self.skip_migrate:
             return "not here: the roll-out's first host migrated the site's database"
         before = applied_migrations(self.install)
-        if planned(self.install):  # the way back from a migration that drops data
+        if planned(self.install) and not self.install.runs_database:
+            # the data is the data host's: its backup is the way back (roll out to it first)
+            print(f"deploy: {'backup':<13} not here: the data host holds the data, back it up there")
+        elif planned(self.install):  # the way back from a migration that drops data
             started = time.monotonic()
             self.backup = take(self.install, label="pre-migrate").name
             print(f"deploy: {'backup':<13} {self.backup} before migrating ({time.monotonic() - started:.1f} s)")
@@ -417,12 +420,12 @@ def restart_workers(install: Install) -> str:
 
 
 def render_and_reload(install: Install) -> list[Path]:
-    """Render; a pg_hba.conf that changed (a host added to or removed from etc/fleet.ini) is
-    re-read by this host's running PostgreSQL at once, or the new app host stays refused."""
+    """Render; a pg_hba.conf or media store config that changed (a host added to or removed
+    from etc/fleet.ini) is re-read by its running server at once, or the new host stays refused."""
     changed = render(install)
-    database = database_of(install)
-    if database is not None and database.hba_file in changed and database.reload():
-        print(f"deploy: {'':<13} PostgreSQL re-read {database.hba_file.relative_to(install.root)}", flush=True)
+    for server in fleet_readers(install):
+        if server.fleet_file in changed and server.reload():
+            print(f"deploy: {'':<13} {server.name} re-read {server.fleet_file.relative_to(install.root)}", flush=True)
     return changed
 
 

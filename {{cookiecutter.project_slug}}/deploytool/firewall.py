@@ -5,8 +5,9 @@ roles (etc/fleet.ini). Rendered into etc/nftables/<site>.nft by `render`; `check
 On a single server every port of the install is for this host only (loopback): nginx on
 80 and 443 is the only door. In a fleet, this host opens what its roles serve to the hosts
 whose roles use it: the app port (APP_BIND) to the fronts; PostgreSQL and Redis to the
-app hosts. Every other port of the install, and every other source, is refused. One table
-per install: other installs' rules, SSH and the administrator's own ruleset are left alone.
+app hosts; the media store to the fronts and app hosts. Every other port of the install,
+and every other source, is refused. One table per install: other installs' rules, SSH and
+the administrator's own ruleset are left alone.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def rules(install: Install) -> Rules:
                 if server.name in SHARED:
                     why = f"the app hosts ({SHARED[server.name]})"
                     openings.append(opening(install.ports[server.name], server.name, why, apps))
+            if install.runs_media_store:
+                why = "the fronts and app hosts (the media store: uploads)"
+                openings.append(opening(install.ports["media"], "media", why, install.media_readers))
     first = install.ports["devserver"]
     return Rules(table(install), first, first + INSTALL_SIZE - 1, openings, "front" in install.roles)
 

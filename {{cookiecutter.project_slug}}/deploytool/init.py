@@ -8,10 +8,10 @@ import secrets
 import socket
 from pathlib import Path
 
-from . import ports, proc, sizing
+from . import localsettings, ports, proc, sizing
 from .errors import DeployError
 from .files import ensure_link, write_atomic
-from .layout import ENV_CONF, PROJECT_JSON, Install
+from .layout import ENV_CONF, MEDIA_WRITER, PROJECT_JSON, Install
 from .project import Project
 from .render import SETTINGS_LOCAL, render, render_text
 
@@ -132,6 +132,8 @@ def ensure_secrets(install: Install) -> list[str]:
             secret_key=secrets.token_urlsafe(64),  # 86 characters, never 'django-insecure-'
             db_password=secrets.token_urlsafe(24),
             redis_password=secrets.token_urlsafe(24),  # a shared Redis's (URL-safe: it is in CELERY_BROKER_URL)
+            media_password=secrets.token_urlsafe(24),  # the media store's writers'
+            media_writer=MEDIA_WRITER,
         )
         write_atomic(install.settings_local, settings, 0o600)
         made.append(f"made {install.settings_local} (new SECRET_KEY and passwords)")
@@ -141,6 +143,10 @@ def ensure_secrets(install: Install) -> list[str]:
                 "(ALTER ROLE … PASSWORD) or restore settings_local.py from a backup"
             )
     check_secret(install.settings_local, "SECRET_KEY")
+    if install.runs_media_store and not install.media_htpasswd.exists():
+        password = localsettings.media_password(install.settings_local)
+        write_atomic(install.media_htpasswd, f"{MEDIA_WRITER}:{hash_password(password)}\n", 0o600)
+        made.append(f"made {install.media_htpasswd} (the media store's writers, MEDIA_PASSWORD)")
     password_file = install.etc_dir / "admin_password"
     if install.project.admin_basic_auth:
         if not install.htpasswd.exists():

@@ -27,7 +27,7 @@ from .dedicated import database_of, for_install, for_templates
 from .errors import DeployError
 from .files import open_no_links, prune, read_user_file, write_atomic
 from .init import close_database, make_links
-from .jobs import load as load_jobs
+from .jobs import for_host as jobs_here
 from .layout import CODE_ROOT, NGINX_GROUP, NGINX_USER, Install, ensure_private_dir
 from .render import FIREWALL, outputs, render, render_all
 
@@ -41,6 +41,7 @@ STAY_LOCAL = {
     "supervisor/app.conf.j2",  # its program: in conf.d root's supervisord would run it too
     "supervisor/worker.conf.j2",  # the worker's program, beside the app's
     "postgresql/pg_hba.conf.j2",  # the install's own PostgreSQL reads it from etc/
+    "nginx/media.conf.j2",  # and the media store its nginx.conf
 }
 INSTALLED = "installed.list"  # root's record of what the system part put in place
 HTPASSWD_LINE = re.compile(rb"^[A-Za-z0-9_.@-]{1,64}:\$(6|5|2[aby]|apr1)\$[./0-9A-Za-z$]{8,200}$")
@@ -366,7 +367,7 @@ def next_step(install: Install, part: str) -> str:
         app = [install.service] if install.serves_app else []
         caches = [install.service_of(server.name) for server in for_install(install) if server.name != "postgresql"]
         worker = [install.worker_service] if install.has_worker and install.serves_app else []
-        timers = [f"{job.unit(install)}.timer" for job in load_jobs(install)] if install.jobs else []
+        timers = [f"{job.unit(install)}.timer" for job in jobs_here(install)]
         units = [*app, *caches, *worker, *timers]
         start = "systemctl daemon-reload" + (f" && systemctl enable --now {' '.join(units)}" if units else "")
     else:  # the install's own supervisord (it runs the app) and its servers; cron runs the jobs

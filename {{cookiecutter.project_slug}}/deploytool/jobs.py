@@ -18,7 +18,11 @@ WORD = re.compile(r"^[A-Za-z0-9_.=:-]+$")
 DAILY = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 SPREAD = re.compile(r"^[0-9]{1,4}(s|min|h)$")
 WRITES = ("data", "backups", "media")
-KEYS = {"what", "run", "daily", "every", "spread", "writes"}
+# Which hosts of a fleet with a data host run a job: the one with JOBS=on, the data host, or
+# every host. Without a data host (a single server, or every host with its own data) the
+# host with JOBS=on runs them all.
+ON = ("jobs", "data", "every")
+KEYS = {"what", "run", "daily", "every", "spread", "writes", "on"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,13 @@ class Job:
     every: str = ""  # N (minutes) or Nh
     spread: str = "0"
     writes: tuple[str, ...] = ()
+    on: str = "jobs"
+
+    def runs_on(self, install: Install) -> bool:
+        """Whether this host runs the job (ON above)."""
+        if install.data_host is None or self.on == "jobs":
+            return install.jobs
+        return self.on == "every" or "data" in install.roles
 
     @property
     def on_calendar(self) -> str:
@@ -57,6 +68,11 @@ class Job:
     def writable(self, install: Install) -> list[Path]:
         folders = {"data": install.data_dir, "backups": install.backup_dir, "media": install.media_root}
         return [install.log_dir, *(folders[name] for name in self.writes)]
+
+
+def for_host(install: Install) -> list[Job]:
+    """The jobs this host runs."""
+    return [job for job in load(install) if job.runs_on(install)]
 
 
 def load(install: Install) -> list[Job]:
@@ -102,7 +118,10 @@ def _job(path: Path, name: str, values: dict[str, str]) -> Job:
     writes = tuple(values.get("writes", "").split())
     if not set(writes) <= set(WRITES):
         raise refuse(f"writes {values['writes']!r}: any of {', '.join(WRITES)}")
-    return Job(name, what, run, daily, every, spread, writes)
+    on = values.get("on", "jobs")
+    if on not in ON:
+        raise refuse(f"on {on!r}: one of {', '.join(ON)}")
+    return Job(name, what, run, daily, every, spread, writes, on)
 
 
 def _divides(every: str) -> bool:

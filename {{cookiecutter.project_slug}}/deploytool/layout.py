@@ -25,6 +25,8 @@ from .project import Project
 CODE_ROOT = Path(__file__).resolve().parent.parent
 ENV_CONF = Path("etc/env.conf")
 PROJECT_JSON = Path("etc/project.json")
+# The media store's writers (the app hosts' Django) in its basic auth.
+MEDIA_WRITER = "media"
 # Linux's sun_path holds 108 bytes with the closing NUL: a longer unix socket path cannot bind.
 SOCKET_PATH_MAX = 107
 # The user and group Debian's nginx workers run as: the one group let into the app's socket
@@ -208,6 +210,43 @@ class Install:
         one cache and session store of every app host. Otherwise (a single server, no data
         host, memcached) each host has its own on a unix socket."""
         return self.data_host is not None and self.project.cache == "redis"
+
+    @property
+    def shares_media(self) -> bool:
+        """Uploads live in the data host's media store: every app host writes them there over
+        HTTP (MEDIA_PASSWORD), every front serves them from there. Otherwise (a single server,
+        no data host) they are files in this host's media/."""
+        return self.data_host is not None
+
+    @property
+    def runs_media_store(self) -> bool:
+        """This host is the data host of a fleet: it runs the media store, over its media/."""
+        return self.shares_media and "data" in self.roles
+
+    @property
+    def media_store_address(self) -> str:
+        """Where the media store listens and the app hosts and fronts reach it."""
+        return f"{url_host(self.data_address)}:{self.ports['media']}"
+
+    def fleet_addresses(self, role: str) -> list[str]:
+        """Private addresses of the fleet's hosts with ``role``."""
+        return inventory.private_addresses(inventory.with_role(self.fleet, role), role)
+
+    @property
+    def media_readers(self) -> list[str]:
+        """Who reads from the media store: the fronts (they serve /media/) and the app hosts."""
+        return list(dict.fromkeys(self.fleet_addresses("front") + self.fleet_addresses("app")))
+
+    @property
+    def media_store_conf(self) -> Path:
+        """The media store's own nginx.conf: read by the project user's nginx from etc/."""
+        return self.etc_dir / "nginx" / f"{self.site}_media.conf"
+
+    @property
+    def media_htpasswd(self) -> Path:
+        """The media store's writers' password (MEDIA_PASSWORD, hashed): made by init on the
+        data host, read there by the media store's nginx, which runs as the project user."""
+        return self.etc_dir / "media.htpasswd"
 
     @property
     def serves_app(self) -> bool:

@@ -76,12 +76,22 @@ def database(path: Path, uid: int | None = None) -> dict[str, str]:
 
 
 def redis_password(path: Path, uid: int | None = None) -> str:
-    """REDIS_PASSWORD of an install whose Redis is the data host's, shared by the app hosts:
-    refused when missing or too short to stand on a private network."""
-    password = literals(path, uid).get("REDIS_PASSWORD")
+    """REDIS_PASSWORD of an install whose Redis is the data host's, shared by the app hosts."""
+    return shared_password(path, "REDIS_PASSWORD", "the data host's Redis", uid)
+
+
+def media_password(path: Path, uid: int | None = None) -> str:
+    """MEDIA_PASSWORD of an install whose uploads are in the data host's media store."""
+    return shared_password(path, "MEDIA_PASSWORD", "the data host's media store", uid)
+
+
+def shared_password(path: Path, name: str, server: str, uid: int | None = None) -> str:
+    """A password the data host's server takes from the app hosts: refused when missing or
+    too short to stand on a private network."""
+    password = literals(path, uid).get(name)
     if not isinstance(password, str) or len(password) < 16:
         raise DeployError(
-            f"{path} has no REDIS_PASSWORD of 16 characters or more (the data host's Redis takes "
-            "connections from the app hosts): copy the data host's settings_local.py here"
+            f"{path} has no {name} of 16 characters or more ({server} takes connections from the "
+            "app hosts): copy the data host's settings_local.py here"
         )
     return password

@@ -13,7 +13,7 @@ INSTALL_SIZE = 10  # ports each install owns inside the block
 # Slot of each install type inside the block; slots 3 and 4 stay free for more installs.
 SLOTS: dict[str, int] = {"dev": 0, "stage": 1, "pro": 2}
 
-# Offset of each service inside an install's 10 ports; offset 9 is spare.
+# Offset of each service inside an install's 10 ports.
 OFFSETS: dict[str, int] = {
     "devserver": 0,  # manage.py runserver: the install's first port
     "app": 1,  # the app server (uWSGI socket or gunicorn HTTP)
@@ -24,6 +24,7 @@ OFFSETS: dict[str, int] = {
     "redis": 6,  # the install's own Redis
     "memcached": 7,  # the install's own memcached
     "supervisor": 8,  # supervisord's HTTP control port in the sandbox
+    "media": 9,  # the media store of a fleet's data host (its own nginx: uploads over HTTP)
 }
 
 

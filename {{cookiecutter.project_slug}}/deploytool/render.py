@@ -19,7 +19,7 @@ from .certificates import site_cert_dir
 from .dedicated import for_templates
 from .files import prune, write_atomic
 from .jobs import Job
-from .jobs import load as load_jobs
+from .jobs import for_host as jobs_here
 from .layout import NGINX_GROUP, Install
 
 TEMPLATES = Path("etc/templates")
@@ -67,6 +67,10 @@ OUTPUTS: dict[str, Output] = {
     "systemd/memcached.service.j2": Output(
         "systemd/system/{site}_memcached.service", "systemd unit of the install's own memcached"
     ),
+    "systemd/media.service.j2": Output(
+        "systemd/system/{site}_media.service", "systemd unit of the media store (the data host's nginx for uploads)"
+    ),
+    "nginx/media.conf.j2": Output("nginx/{site}_media.conf", "nginx.conf of the media store on the data host"),
     "systemd/job.service.j2": Output("systemd/system/{site}_{job}.service", "systemd service of the job {job}"),
     "systemd/job.timer.j2": Output("systemd/system/{site}_{job}.timer", "systemd timer of the job {job}"),
     "supervisor/jobs.cron.j2": Output("cron.d/{jobs_cron}", "cron lines of the scheduled jobs"),
@@ -102,6 +106,8 @@ FIREWALL = "nftables/install.nft.j2"
 FIREWALL_FILES = {FIREWALL, "nftables/firewall.service.j2"}
 # The servers of the data host only, in a fleet that has one.
 DATA_HOST_FILES = {"systemd/postgresql.service.j2", "postgresql/pg_hba.conf.j2", "systemd/redis.service.j2"}
+# The media store: only on the data host of a fleet (a single server serves media/ itself).
+MEDIA_STORE_FILES = {"systemd/media.service.j2", "nginx/media.conf.j2"}
 # Rendered once per job of etc/templates/jobs.ini: outputs() keys them "<template>@<job>".
 PER_JOB = {"systemd/job.service.j2", "systemd/job.timer.j2"}
 
@@ -165,7 +171,7 @@ def context(install: Install, **overrides: Any) -> dict[str, Any]:
         "log_dir": install.log_dir,
         "nginx_dir": install.nginx_dir,
         "nginx_group": NGINX_GROUP,
-        "jobs": load_jobs(install) if install.jobs else [],
+        "jobs": jobs_here(install),
         "firewall": firewall.rules(install) if firewall.applies(install) else None,
         "nft": proc.find("nft") or "/usr/sbin/nft",  # Debian's, where it is not installed yet
         # the dedicated servers' units: their host and port come from settings_local.py,
@@ -199,7 +205,7 @@ def outputs(install: Install) -> dict[str, Path]:
         "jobs_cron": install.jobs_cron,
         "worker_service": install.worker_service,
     }
-    jobs = [job.name for job in load_jobs(install)] if install.jobs else []
+    jobs = [job.name for job in jobs_here(install)]
     found: dict[str, Path] = {}
     for template, output in all_outputs(install).items():
         if not (install.templates / template).is_file():
@@ -208,6 +214,8 @@ def outputs(install: Install) -> dict[str, Path]:
             continue  # an app server on TCP with no FLEET_HOST: its fronts are not known
         if template in DATA_HOST_FILES and not install.runs_database:
             continue  # an app host of a fleet with a data host: the database and Redis are that host's
+        if template in MEDIA_STORE_FILES and not install.runs_media_store:
+            continue
         for job in jobs if template in PER_JOB else [""]:
             key = f"{template}@{job}" if job else template
             found[key] = install.etc_dir / output.target.format(**names, job=job)

@@ -132,6 +132,7 @@ def restore(
 ) -> Backup:
     """Restore backup ``name``; returns the pre-restore backup taken first."""
     tell = report or (lambda line: None)
+    backups.holds_the_data(install)
     backup = backups.find(install, name)
     why = refusal(install, backup, from_other)
     if why:

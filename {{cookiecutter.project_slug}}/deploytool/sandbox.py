@@ -96,7 +96,7 @@ class Worker:
         proc.run([self.install.workerctl, "stop"], "bin/workerctl.sh stop", timeout=360)
 
 
-Component = dedicated.PostgreSQL | dedicated.Redis | dedicated.Memcached | AppServer | Worker | Nginx
+Component = dedicated.Server | AppServer | Worker | Nginx
 
 
 def components(install: Install) -> list[Component]:
@@ -141,6 +141,7 @@ def ports_free(install: Install) -> None:
         "postgresql": dedicated.PostgreSQL,
         "redis": dedicated.Redis,
         "memcached": dedicated.Memcached,
+        "media": dedicated.MediaStore,
     }
     running = {type(c) for c in components(install) if c.running()}
     chosen = {type(c) for c in components(install)}

@@ -119,7 +119,14 @@ def disks(install: Install) -> list[Problem]:
 
 
 def check(install: Install, now: datetime.datetime) -> list[Problem]:
-    found = [certificate(install, now), health(install), backup(install, now)]
+    """What this host holds: the site (a front: its certificate and /health/), the data (its
+    backups: not on the other hosts of a fleet with a data host), and always its disks."""
+    serves_site = "front" in install.roles
+    found = [
+        certificate(install, now) if serves_site else None,
+        health(install) if serves_site else None,
+        backup(install, now) if install.runs_database else None,
+    ]
     return [problem for problem in found if problem] + disks(install)
 
 
