@@ -202,6 +202,8 @@ KbdInteractiveAuthentication no
 # PAM: the project user has a locked password (useradd), which only PAM lets keys past.
 UsePAM yes
 UseDNS no
+# As Debian's sshd_config: file transfers (a new host gets the data host's settings so).
+Subsystem sftp internal-sftp
 """
 
 

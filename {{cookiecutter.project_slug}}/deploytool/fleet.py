@@ -20,6 +20,10 @@ Exactly one host of a roll-out runs the scheduled jobs (and Celery beat): the ot
 JOBS=off in their env.conf (`deploytool init --jobs off`); a roll-out over two hosts that
 both run them is refused before anything is deployed.
 
+A host of the inventory that has the project user but no checkout yet is prepared after
+the others are live (seed 002's fabfile: folder, checkout, settings, init, the user part), and
+the summary gives the one command root runs there; the next roll-out deploys it.
+
 Without an inventory, the names are SSH host names. SSH is strict: a host key must already
 be in known_hosts (ssh_config's UserKnownHostsFile, default ~/.ssh/known_hosts, and
 /etc/ssh/ssh_known_hosts); an unknown or changed key stops everything before any deploy.
@@ -30,6 +34,7 @@ lost SSH connection does not interrupt a deploy half-way (it finishes or rolls b
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import shlex
@@ -39,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from . import proc
 from .errors import DeployError
 from .inventory import PATH as INVENTORY
 from .inventory import Host, with_role
@@ -57,6 +63,7 @@ LOG = "logs/deploy.log"  # on each host, in its install root
 # rollback failed (the host's own deploy statuses are 0 live, 1 rolled back, 2 nothing
 # changed, 3 rollback failed).
 ALL_LIVE, STOPPED, NOTHING_DEPLOYED, ROLLBACK_FAILED = 0, 1, 2, 3
+PREPARED = 4  # every host live, and a new one prepared: it waits for its root command
 
 
 @dataclass
@@ -219,10 +226,15 @@ def remote_head(connection: Connection, host: Host) -> str:
 
 
 def preflight(
-    install: Install, hosts: list[Host], config: Any, nothing: str = "nothing was deployed"
+    install: Install,
+    hosts: list[Host],
+    config: Any,
+    nothing: str = "nothing was deployed",
+    bare: list[Host] | None = None,
 ) -> dict[str, Connection]:
     """Reach every host and find its install before deploying anywhere: a host that is down
-    or unknown stops the roll-out before it starts, not half-way."""
+    or unknown stops the roll-out before it starts, not half-way. With ``bare``, a host that
+    has the project user but no checkout at its root yet is put there, to be prepared."""
     connections: dict[str, Connection] = {}
     problems = []
     python = f"{install.venv_name}/bin/python"
@@ -235,7 +247,11 @@ def preflight(
         connections[host.name] = connection
         root = shlex.quote(str(host.root))
         probe = f"cd {root} && test -x {python} && git rev-parse --verify --quiet HEAD >/dev/null"
-        if not connection.run(probe, hide=True, warn=True, in_stream=False).ok:
+        if connection.run(probe, hide=True, warn=True, in_stream=False).ok:
+            continue
+        if bare is not None and connection.run(f"test ! -e {root}/.git", hide=True, warn=True, in_stream=False).ok:
+            bare.append(host)
+        else:
             problems.append(
                 f"{host.name}: no install at {host.where} ({host.root}/{python} and a git checkout): clone and "
                 "install it there first (bin/deploytool init, install), or fix root in etc/fleet.ini"
@@ -371,7 +387,11 @@ def roll_out(
     config = fabric_config(ssh_config)
     names = ", ".join(host.name for host in hosts)
     print(f"fleet: {len(hosts)} host(s): {names}; checking SSH and installs before deploying anywhere", flush=True)
-    connections = preflight(install, hosts, config)
+    bare: list[Host] = []
+    connections = preflight(install, hosts, config, bare=bare)
+    if bare:
+        print(f"fleet: {', '.join(host.name for host in bare)}: no install yet, prepared after the others", flush=True)
+    hosts = [host for host in hosts if host not in bare]
     running_jobs = [host.name for host in hosts if runs_jobs(connections[host.name], host)]
     if len(running_jobs) > 1:
         for connection in connections.values():
@@ -396,6 +416,10 @@ def roll_out(
             if index == 0 and outcome.after:
                 revision = outcome.after  # the others get exactly the commit the first one runs
             migrated = migrated or (shared and bool({"app", "data"} & set(host.roles)))
+        for host in bare if status == ALL_LIVE else []:
+            outcome = Outcome(host)
+            outcomes.append(outcome)
+            status = max(status, prepare(install, host, connections, config, revision, outcome))
     except KeyboardInterrupt:
         status = STOPPED
     finally:
@@ -406,6 +430,99 @@ def roll_out(
             outcome.detail = "roll-out stopped before this host: not touched"
     print("\n".join(summary(outcomes, revision)), flush=True)
     return status
+
+
+# ---- a new host (seed 002's fabfile) ------------------------------------------------------------
+def prepare(
+    install: Install,
+    host: Host,
+    connections: dict[str, Connection],
+    config: Any,
+    revision: str | None,
+    outcome: Outcome,
+) -> int:
+    """A host that has the project user but no install, prepared as the project user there:
+    its folder, a checkout of this checkout's upstream at the roll-out's revision (tracking
+    the same branch), the data host's settings_local.py (mode 600) in a fleet that has one,
+    `init` with its roles and private address (jobs off: one host runs them), and the user
+    part of `install` without migrate (the site's database is migrated already). Root's part
+    stays in the admin's hands: the user part's last line is the one command root runs
+    there. Returns PREPARED, or STOPPED when a step failed (the summary names it)."""
+    connection = connections[host.name]
+    url, branch = upstream(install)
+    root = shlex.quote(str(host.root))
+    checkout = [
+        f"mkdir -p {root}",
+        f"cd {root}",
+        f"git init -q -b {shlex.quote(branch)}",
+        f"git remote add origin {shlex.quote(url)}",
+        f"git fetch -q origin {shlex.quote(branch)}",
+        f"git checkout -q -B {shlex.quote(branch)} {shlex.quote(revision or 'origin/' + branch)}",
+        f"git branch -q -u {shlex.quote('origin/' + branch)}",
+    ]
+    init = ["init", "--install-type", install.install_type, "--fleet-host", host.name, "--jobs", "off"]
+    init += ["--app-bind", host.private] if "app" in host.roles and host.private else []
+    steps = [("checkout", " && ".join(checkout))]
+    settings = shared_settings(install, connections, config) if install.data_host is not None else None
+    if settings is not None:  # copied into a folder of mode 700: no other account ever reads it
+        steps.append(("settings", f"cd {root} && rm -rf etc/.incoming && mkdir -m 700 etc/.incoming"))
+    steps.append(("init", f"cd {root} && bin/deploytool {shlex.join(init)}"))
+    steps.append(("user part", f"cd {root} && bin/deploytool install --part user --skip-migrate"))
+    print(f"fleet: {host.name} ({host.where}): preparing it (checkout, init, the user part)", flush=True)
+    started = time.monotonic()
+    out, err = Prefixed(sys.stdout, f"[{host.name}] "), Prefixed(sys.stderr, f"[{host.name}] ")
+    try:
+        for name, command in steps:
+            result = connection.run(command, warn=True, hide=False, out_stream=out, err_stream=err, in_stream=False)
+            if result.ok and settings is not None and name == "settings":
+                connection.put(io.BytesIO(settings.encode()), f"{host.root}/etc/.incoming/settings_local.py")
+                into_place = "chmod 600 etc/.incoming/settings_local.py && mv etc/.incoming/settings_local.py etc/"
+                result = connection.run(f"cd {root} && {into_place} && rmdir etc/.incoming", warn=True, hide=True)
+                out.write("copied the data host's etc/settings_local.py here (mode 600)\n")
+            if not result.ok:
+                outcome.result, outcome.detail = "not prepared", f"step {name!r} failed there (above)"
+                return STOPPED
+    finally:
+        out.finish()
+        err.finish()
+        outcome.seconds = time.monotonic() - started
+    outcome.after = remote_head(connection, host)
+    nexts = [line.removeprefix("next: ") for line in out.lines if line.startswith("next: ")]
+    outcome.result = "prepared"
+    outcome.detail = f"{nexts[-1] if nexts else 'the system part, as root'}; then deploy --hosts {host.name}"
+    return PREPARED
+
+
+def upstream(install: Install) -> tuple[str, str]:
+    """The repository URL and branch this checkout tracks: what a new host checks out."""
+    git = ["git", "-C", str(install.root)]
+    tracked = proc.attempt([*git, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"]).stdout.strip()
+    remote, _, branch = tracked.partition("/")
+    url = proc.attempt([*git, "remote", "get-url", remote]).stdout.strip() if branch else ""
+    if not url:
+        raise DeployError(
+            f"{install.root} tracks no remote branch (git branch -u origin/main): a new host checks out the "
+            "repository and branch this checkout tracks"
+        )
+    return url, branch
+
+
+def shared_settings(install: Install, connections: dict[str, Connection], config: Any) -> str:
+    """The data host's settings_local.py (one SECRET_KEY, database, cache and media store for
+    the site), read over SSH: never this checkout's own, which may be a developer's."""
+    data_host = install.data_host
+    assert data_host is not None
+    connection = connections.get(data_host.name) or connect(data_host, config)
+    path = shlex.quote(f"{data_host.root}/etc/settings_local.py")
+    try:
+        read = connection.run(f"cat {path}", hide=True, warn=True, in_stream=False)
+    finally:
+        if data_host.name not in connections:
+            connection.close()
+    if not read.ok or "SECRET_KEY" not in read.stdout:
+        why = read.stderr.strip() or "no SECRET_KEY in it"
+        raise DeployError(f"{data_host.name}: cannot read {data_host.root}/etc/settings_local.py: {why}")
+    return read.stdout
 
 
 def in_order(hosts: list[Host]) -> list[Host]:
@@ -435,7 +552,8 @@ def summary(outcomes: list[Outcome], revision: str | None) -> list[str]:
             line += f"  ({outcome.detail})"
         lines.append(line)
     live = [outcome for outcome in outcomes if outcome.result == "live"]
-    if live and len(live) < len(outcomes):
+    deployed = [outcome for outcome in outcomes if outcome.result != "prepared"]  # a new host runs nothing yet
+    if live and len(live) < len(deployed):
         lines.append(
             "fleet: the fleet runs two revisions now. Fix the failure and run the same command again, or put "
             "the hosts above back: "

@@ -17,6 +17,7 @@ import grp
 import os
 import pwd
 import re
+import shlex
 import shutil
 import stat
 from collections.abc import Callable, Iterator
@@ -190,7 +191,7 @@ def _install_htpasswd(install: Install, user: pwd.struct_passwd | None) -> Itera
         yield f"installed {install.nginx_htpasswd} (mode 600)"
 
 
-def install_user(install: Install) -> Iterator[str]:
+def install_user(install: Install, migrate: bool = True) -> Iterator[str]:
     if not install.python.exists():
         python = shutil.which(f"python{install.project.python_version}", path="/usr/bin:/usr/local/bin")
         if python is None:
@@ -217,7 +218,7 @@ def install_user(install: Install) -> Iterator[str]:
         yield "installed requirements"
     yield from database_ready(install)
     manage = [install.python, install.root / "manage.py"]
-    if install.migrates and "Applying" in proc.run([*manage, "migrate", "--noinput"], "manage.py migrate"):
+    if migrate and install.migrates and "Applying" in proc.run([*manage, "migrate", "--noinput"], "manage.py migrate"):
         yield "applied migrations"
     close_database(install)
     collected = proc.run([*manage, "collectstatic", "--noinput"], "manage.py collectstatic")
@@ -245,7 +246,9 @@ def database_ready(install: Install) -> Iterator[str]:
     database.ensure_database()
 
 
-def put_in_place(install: Install, part: str, report: Callable[[str], None] | None = None) -> list[str]:
+def put_in_place(
+    install: Install, part: str, report: Callable[[str], None] | None = None, migrate: bool = True
+) -> list[str]:
     """Run the system part, the user part, or both; returns what changed, and tells
     ``report`` each change as it is made (a failure then shows what was done before it)."""
     root = os.geteuid() == 0
@@ -267,7 +270,7 @@ def put_in_place(install: Install, part: str, report: Callable[[str], None] | No
         render(install)  # the user's own rendered copies (env.conf, the app server's config)
     changes: list[str] = []
     steps = [install_system] if part in ("system", "all") else []
-    steps += [install_user] if part in ("user", "all") else []
+    steps += [lambda install: install_user(install, migrate)] if part in ("user", "all") else []
     for step in steps:
         for change in step(install):
             changes.append(change)
@@ -286,6 +289,19 @@ def root_command(install: Install) -> str:
     copy = f"{ROOT_COPIES}/{install.site}"
     return (
         f"git clone --branch <the install's revision> <the project's repository> {copy}; "
+        f"{copy}/bin/deploytool --root {install.root} install --part system"
+    )
+
+
+def first_system_part(install: Install) -> str:
+    """The system part on a host where it never ran: root's own clone of the project at this
+    checkout's revision, then the part run from it (the same as root_command, filled in)."""
+    copy = f"{ROOT_COPIES}/{install.site}"
+    git = ["git", "-C", str(install.root)]
+    repository = proc.attempt([*git, "remote", "get-url", "origin"]).stdout.strip() or "<the project's repository>"
+    revision = proc.attempt([*git, "rev-parse", "HEAD"]).stdout.strip() or "<the install's revision>"
+    return (
+        f"git clone -q {shlex.quote(repository)} {copy} && git -C {copy} checkout -q {revision} && "
         f"{copy}/bin/deploytool --root {install.root} install --part system"
     )
 
@@ -328,6 +344,11 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         choices=["system", "user", "all"],
         help="system (as root), user (as the project user); default: what the current user may do",
     )
+    parser.add_argument(
+        "--skip-migrate",
+        action="store_true",
+        help="the user part without migrate: a host joining a site whose database is migrated already",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -343,7 +364,8 @@ def run(args: argparse.Namespace) -> int:
             current = dataclasses.replace(current, system_root=args.system_root.resolve())
         if part is None:
             part = "all" if current.sandbox else "user"
-    changes = put_in_place(current, part, report=lambda line: print(line, flush=True))
+    migrate = not args.skip_migrate
+    changes = put_in_place(current, part, report=lambda line: print(line, flush=True), migrate=migrate)
     if not changes:
         print(f"install ({part}): no change")
     print(f"next: {next_step(current, part)}")
@@ -374,6 +396,8 @@ def next_step(install: Install, part: str) -> str:
         start = "systemctl daemon-reload && supervisorctl reread && supervisorctl update"
     if FIREWALL in outputs(install):  # loaded by the system part; at every boot once enabled
         start += f" && systemctl enable {install.service_of('firewall')}"
+    if part == "user" and not install.run_dir.is_dir():  # the system part makes it: it never ran here
+        start = f"{first_system_part(install)} && {start}"
     if "front" not in install.roles and not install.serves_app:
         return f"as root: {start} (a data host: no site, no certificate here)"
     return f"as root: {start}; then, as root, `deploytool cert` for the site's certificate"
