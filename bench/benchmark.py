@@ -28,8 +28,8 @@ gives the median, and each ratio is the median of the rounds' ratios):
 - a minimal nginx TLS proxy (same certificate; nothing but `listen`, `ssl_*` and
   `location / { *_pass }` with the headers the app needs) in front of each generated stack's
   own app server: the ceiling for nginx's share of a proxied request. And the same over
-  gunicorn with the generated config but sync workers (`worker_class = "sync"`, one thread):
-  the paired measurement behind the generated gthread workers;
+  gunicorn with the generated config but gthread workers (2 threads, kept-alive connections
+  from nginx): the paired measurement behind the generated sync workers;
 - a static file (the hashed stylesheet) through the generated nginx, and through a minimal
   nginx (same certificate, no access log): the ceiling for static files;
 
@@ -118,7 +118,7 @@ PORTS = {  # the other configurations, 65000-65011
     # minimal nginx TLS proxies (listen, ssl_*, location / { *_pass }), HTTPS, over ...
     "min_uwsgi_nginx": 65009,  # ... the generated stack's own uWSGI
     "min_gunicorn_nginx": 65010,  # ... the generated stack's own gunicorn
-    "min_sync_nginx": 65011,  # ... gunicorn with the generated config but sync workers
+    "min_gthread_nginx": 65011,  # ... gunicorn with the generated config but gthread workers
 }
 GIT = ["git", "-c", "user.name=dj-layout bench", "-c", "user.email=bench@dj-layout.invalid"]
 LOAD_LIMIT = 180  # seconds: wrk under an action (reload, rotation, deploy) never runs longer
@@ -591,20 +591,21 @@ def bare_gunicorn_conf(stack: Stack, folder: Path) -> Path:
     return conf
 
 
-def sync_gunicorn_conf(stack: Stack, folder: Path) -> Path:
-    """The generated gunicorn.conf.py as it is, but for sync workers (one thread: with more,
-    gunicorn would pick gthread), on a unix socket and files of its own."""
+def gthread_gunicorn_conf(stack: Stack, folder: Path) -> Path:
+    """The generated gunicorn.conf.py as it is, but for gthread workers (2 threads each, idle
+    connections kept 5 s), on a unix socket and files of its own."""
     lines = [
         f"exec(open({stack.env['APP_CONFIG']!r}).read())",
-        'worker_class = "sync"',
-        "threads = 1",
-        f"bind = ['unix:{folder / 'sync-gunicorn.sock'}']",
-        f"pidfile = {str(folder / 'sync-gunicorn.pid')!r}",
-        f"control_socket = {str(folder / 'sync-gunicorn.ctl')!r}",
-        f"errorlog = {str(folder / 'sync-gunicorn.error.log')!r}",
-        f"accesslog = {str(folder / 'sync-gunicorn.access.log')!r}",
+        'worker_class = "gthread"',
+        "threads = 2",
+        "keepalive = 5",
+        f"bind = ['unix:{folder / 'gthread-gunicorn.sock'}']",
+        f"pidfile = {str(folder / 'gthread-gunicorn.pid')!r}",
+        f"control_socket = {str(folder / 'gthread-gunicorn.ctl')!r}",
+        f"errorlog = {str(folder / 'gthread-gunicorn.error.log')!r}",
+        f"accesslog = {str(folder / 'gthread-gunicorn.access.log')!r}",
     ]
-    conf = folder / "sync-gunicorn.conf.py"
+    conf = folder / "gthread-gunicorn.conf.py"
     conf.write_text("\n".join(lines) + "\n")
     return conf
 
@@ -769,7 +770,7 @@ def targets_for(uwsgi: Stack, gunicorn: Stack, started: dict[str, subprocess.Pop
         "bare_nginx": {"nginx": pid["bare_nginx"]},
         "min_uwsgi": {"nginx": pid["min_uwsgi_nginx"], "app": Path(uwsgi.env["PIDFILE"])},
         "min_gunicorn": {"nginx": pid["min_gunicorn_nginx"], "app": Path(gunicorn.env["PIDFILE"])},
-        "min_sync": {"nginx": pid["min_sync_nginx"], "app": pid["sync_gunicorn"]},
+        "min_gthread": {"nginx": pid["min_gthread_nginx"], "app": pid["gthread_gunicorn"]},
     }
     forwarded = ["X-Forwarded-Proto: https"]  # what nginx tells the app on a direct hit
     site = uwsgi.site
@@ -830,7 +831,7 @@ def targets_for(uwsgi: Stack, gunicorn: Stack, started: dict[str, subprocess.Pop
             for key, label, kind in (
                 ("uwsgi", "generated uWSGI", "ceiling"),
                 ("gunicorn", "generated gunicorn", "ceiling"),
-                ("sync", "gunicorn sync workers", "paired"),
+                ("gthread", "gunicorn gthread workers", "paired"),
             )
         ),
     ]
@@ -931,16 +932,16 @@ def start_others(
         folder / "seed-nginx-gunicorn",
         seed_site_gunicorn(gunicorn, PORTS["seed_gunicorn"]),
     )
-    started["sync_gunicorn"] = servers.start(
-        "sync-gunicorn",
-        [venv_bin / "gunicorn", "--config", sync_gunicorn_conf(gunicorn, folder)],
+    started["gthread_gunicorn"] = servers.start(
+        "gthread-gunicorn",
+        [venv_bin / "gunicorn", "--config", gthread_gunicorn_conf(gunicorn, folder)],
         gunicorn.project,
         signal.SIGTERM,
     )
     for key, stack, upstream in (
         ("uwsgi", uwsgi, Path(uwsgi.env["APP_SOCKET"])),
         ("gunicorn", gunicorn, Path(gunicorn.env["APP_SOCKET"])),
-        ("sync", gunicorn, folder / "sync-gunicorn.sock"),
+        ("gthread", gunicorn, folder / "gthread-gunicorn.sock"),
     ):
         started[f"min_{key}_nginx"] = start_nginx(
             servers, f"min-nginx-{key}", folder / f"min-nginx-{key}", minimal_proxy(stack, key, upstream)

@@ -344,8 +344,11 @@ def test_start_status_reload_stop(make_install: Callable[..., Install], app_serv
 def test_status_after_a_crash_and_start_again(make_install: Callable[..., Install], app_server: str) -> None:
     install = make_install(app_server)
     install.ctl("start", check=True)
+    install.all_workers()  # every worker serving: none ends on its own for a failed import
     os.kill(install.master(), signal.SIGKILL)
-    wait_until(lambda: install.processes() == [], "the workers to follow their master")
+    # The workers follow at once (gunicorn's sync workers by the signal post_fork asks the
+    # kernel for; on their own they would look up only after timeout / 2, 30 s).
+    wait_until(lambda: install.processes() == [], "the workers to follow their master", timeout=5)
     status = install.ctl("status")
     assert status.returncode == 1 and "pid file" in status.stdout, status  # LSB: dead, pid file left
     install.ctl("start", check=True)

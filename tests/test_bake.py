@@ -198,14 +198,14 @@ def test_port_map_of_each_install_type(bake_project: Any, install_type: str) -> 
 
 
 def test_app_workers_come_from_the_host_unless_set(bake_project: Any) -> None:
-    """Empty APP_WORKERS: 2 per core of this host within half its memory, rendered; a number
+    """Empty APP_WORKERS: one per core of this host and one more, within half its memory, rendered; a number
     given to init stays through a later init and render; a bad one is refused, nothing changed."""
     project = bake_project(app_server="gunicorn")
     cores = os.cpu_count() or 1
     meminfo = re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M)
     assert meminfo
     memory_mb = int(meminfo.group(1)) // 1024
-    expected = max(2, min(2 * cores, memory_mb // 2 // 96))
+    expected = max(2, min(cores + 1, memory_mb // 2 // 96))
     config = project / "etc/gunicorn.conf.py"
     assert env_conf(project)["APP_WORKERS"] == ""
     assert re.search(rf"^workers = {expected}$", config.read_text(), re.M), config.read_text()

@@ -1,14 +1,17 @@
 """deploytool's pure functions, each with the values a user gives it and the rule it keeps:
 the port map, the answers' upstreams, env.conf, settings_local's database, addresses (the app's, maintenance's), the
 port-collision finder, certbot's problem parser, the deploy's health answer, the htpasswd
-rule, and the one way programs are run and waited for."""
+rule, the one way programs are run and waited for, and the venv's pins."""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deploytool import (
@@ -22,6 +25,7 @@ from deploytool import (
     portmap,
     ports,
     proc,
+    requirements,
     sizing,
 )
 from deploytool.errors import DeployError, MissingProgram
@@ -99,9 +103,9 @@ def test_maintenance_lets_through_addresses_as_nginx_writes_them() -> None:
 
 @pytest.mark.parametrize(
     ("cores", "memory_mb", "workers"),
-    [(1, 512, 2), (2, 4096, 4), (8, 2048, 10), (4, 65536, 8), (512, 1 << 20, 256)],
+    [(1, 512, 2), (2, 4096, 3), (8, 2048, 9), (8, 1024, 5), (4, 65536, 5), (512, 1 << 20, 256)],
 )
-def test_app_workers_are_two_per_core_within_half_the_memory(cores: int, memory_mb: int, workers: int) -> None:
+def test_app_workers_are_a_core_each_and_one_more_within_half_the_memory(cores: int, memory_mb: int, workers: int) -> None:
     assert sizing.app_workers(cores, memory_mb) == workers
     assert sizing.why(cores, memory_mb).endswith(f": {workers}")
 
@@ -320,3 +324,40 @@ def test_backup_names_and_labels() -> None:
     assert backups.folder_name(when, None, None) == "20261202T180509Z-norev"
     with pytest.raises(DeployError, match=r"label 'a b': letters, digits"):
         backups.valid_label("a b")
+
+
+# ---- requirements.txt and the venv ------------------------------------------------------------
+@dataclass
+class Venv:
+    """What requirements' functions read of an install: its checkout and its venv's Python
+    (here the tests' own venv, whose versions pyproject.toml pins)."""
+
+    root: Path
+    python: Path = Path(sys.executable)
+
+
+def with_requirements(tmp_path: Path, text: str) -> Any:
+    (tmp_path / "requirements.txt").write_text(text)
+    return Venv(tmp_path)
+
+
+def test_only_exact_pins_are_read_anything_else_is_left_to_pip(tmp_path: Path) -> None:
+    text = "# pinned\nDjango==5.2.19\n\npsycopg[binary]==3.3.9  # the C build\n"
+    assert requirements.pins(with_requirements(tmp_path, text)) == ["Django==5.2.19", "psycopg==3.3.9+binary"]
+    for line in ("Django>=5.2", "-e git+https://example.org/app.git#egg=app", "-r other.txt", "Django"):
+        assert requirements.pins(with_requirements(tmp_path, f"Jinja2==3.1.6\n{line}\n")) is None, line
+
+
+@pytest.mark.parametrize(
+    ("text", "met"),
+    [
+        ("Jinja2==3.1.6\npytest==9.0.3\n", True),  # both in the venv, at these versions
+        ("jinja2==3.1.6\n", True),  # names as pip compares them
+        ("Jinja2==3.1.5\n", False),  # another version
+        ("no-such-distribution==1.0\n", False),
+        ("pytest[dev]==9.0.3\n", False),  # the extra needs hypothesis, which the venv lacks
+        ("Jinja2>=3\n", False),  # not a pin: pip decides
+    ],
+)
+def test_the_venv_is_asked_whether_it_has_every_pin(tmp_path: Path, text: str, met: bool) -> None:
+    assert requirements.met(with_requirements(tmp_path, text)) is met

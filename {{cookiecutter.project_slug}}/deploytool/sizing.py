@@ -1,9 +1,12 @@
 """How many app server processes this host gets: from its cores and its memory, unless
 env.conf's APP_WORKERS says otherwise.
 
-Two processes per core: one runs Python while the other waits on the database or the
-network. Within half the memory (the rest is the database's, the cache's, nginx's and
-the page cache's), at PER_WORKER_MB each: a Django worker's resident size with headroom.
+One process per core, and one more: a process serving a typical page runs Python most of
+the time it holds a request (CPU per request against latency, measured in
+bench/benchmark.py), so one spare covers the others' waits on the database or the network;
+a second one per core added memory (~32 MB a process) and no throughput on a 2-core host.
+Within half the memory (the rest is the database's, the cache's, nginx's and the page
+cache's), at PER_WORKER_MB each: a Django worker's resident size with headroom.
 Never fewer than two, so that a graceful reload always has one serving.
 """
 
@@ -30,13 +33,13 @@ def host() -> tuple[int, int]:
 
 def app_workers(cores: int, memory_mb: int) -> int:
     by_memory = memory_mb // 2 // PER_WORKER_MB
-    return max(MIN_WORKERS, min(2 * cores, by_memory, MAX_WORKERS))
+    return max(MIN_WORKERS, min(cores + 1, by_memory, MAX_WORKERS))
 
 
 def why(cores: int, memory_mb: int) -> str:
     """The rule with this host's figures, for env.conf's comment."""
     workers = app_workers(cores, memory_mb)
-    return f"2 per core of {cores}, within half of {memory_mb} MB at {PER_WORKER_MB} MB each: {workers}"
+    return f"one per core of {cores} and one more, within half of {memory_mb} MB at {PER_WORKER_MB} MB each: {workers}"
 
 
 def workers_setting(value: str) -> int | None:
@@ -46,6 +49,6 @@ def workers_setting(value: str) -> int | None:
     if not value.isdigit() or not MIN_WORKERS <= int(value) <= MAX_WORKERS:
         raise DeployError(
             f"app workers {value!r}: give a number of processes from {MIN_WORKERS} to {MAX_WORKERS} "
-            "(or nothing, for 2 per core within half the memory)"
+            "(or nothing, for one per core and one more, within half the memory)"
         )
     return int(value)

@@ -5,6 +5,10 @@ service. Signals: TERM = graceful stop, HUP = graceful reload
 (re-reads this file), USR1 = reopen the logs (logrotate sends it).
 """
 
+import ctypes
+import os
+import signal
+
 from gunicorn.glogging import Logger
 
 wsgi_app = "project_baz.wsgi:application"
@@ -20,16 +24,17 @@ bind = ["unix:/run/dev.project-baz.example.app/gunicorn.sock"]
 umask = 0o000
 backlog = 1024  # requests wait here during a reload (<= net.core.somaxconn)
 
-# 2 processes per core, a second thread each for requests that wait on the database;
-# env.conf's APP_WORKERS overrides. Here
-#   2 per core of 2, within half of 4096 MB at 96 MB each: 4.
-workers = 4
-worker_class = "gthread"
-threads = 2
+# Sync workers, one request each: nginx buffers every request and response, so a slow
+# client never holds one (gunicorn's own advice behind a buffering proxy), and no thread
+# pool or GIL contention is paid per request (bench/benchmark.py). One per core and one
+# more for the others' waits on the database (deploytool/sizing.py says why); env.conf's
+# APP_WORKERS overrides (a database on another host: more waiting, more workers). Here
+#   one per core of 2 and one more, within half of 4096 MB at 96 MB each: 3.
+workers = 3
+worker_class = "sync"
 
 timeout = 60  # a worker stuck 60 s is replaced (nginx proxy_read_timeout is longer)
 graceful_timeout = 30  # on stop/reload, 30 s for a worker to finish its requests
-keepalive = 5  # seconds an idle keep-alive connection from nginx stays open
 # Recycle workers, so that leaks stay bounded. A new worker imports the app afresh: ~0.3 s
 # of CPU, which every 5000 requests cost a busy worker ~6% of its time for a light page
 # (bench/benchmark.py); every 50000 it is under 1%.
@@ -69,6 +74,15 @@ class ErrorsOnlyAccessLog(Logger):
 
 
 logger_class = ErrorsOnlyAccessLog
+
+
+def post_fork(server, worker):
+    """A worker ends with its master: the kernel sends it TERM (a graceful stop) when the
+    master dies, even by kill -9. A sync worker would otherwise notice only after up to
+    timeout / 2 (30 s), and keep the listening socket meanwhile."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != worker.ppid:  # the master died before that line
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def post_worker_init(worker):
