@@ -12,7 +12,7 @@ above everything it uses. A test of the template parses the imports and keeps th
     project, localsettings, inventory      the answers (etc/project.json); settings_local.py, parsed; fleet.ini
     layout                                 every name, path and port of an install
     certificates, dedicated, history, jobs  the certificate; the dedicated servers; data/deploy.json; jobs.ini
-    backups, firewall, migrations          backups/: manifests, checks, retention; nftables rules; migration state
+    backups, firewall, migrations, requirements  backups/; nftables rules; migration state; the venv's pins
     nginx, probe                           nginx: its sites, test, reload; asking the site and the app server
     render                                 etc/templates/ -> etc/ (`render`)
     configcheck, init, portmap, fleet, backup, maintenance  `check`; `init`; `ports`; fleet hosts; `backup`; the page

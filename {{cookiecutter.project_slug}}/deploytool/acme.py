@@ -265,9 +265,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-HELP = "certificate via certbot: bootstrap site -> certonly -> final HTTPS site"
-
-
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", help="ACME directory URL (default Let's Encrypt; staging or a private CA)")
     parser.add_argument("--ca-bundle", type=Path, help="PEM file trusted for the ACME server's HTTPS (a private CA)")

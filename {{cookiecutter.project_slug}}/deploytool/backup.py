@@ -215,10 +215,6 @@ def verify(install: Install, backup: Backup) -> list[str]:
     return []
 
 
-HELP = "back up the database and media/ (and, when asked, the secrets) into backups/"
-LIST_HELP = "list the backups, newest first, with age, size and whether each verifies"
-
-
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label", help="a name kept in the backup's (letters, digits, _ . -); labelled backups are kept by retention"

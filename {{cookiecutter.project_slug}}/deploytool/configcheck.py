@@ -202,9 +202,6 @@ def check(install: Install) -> list[Result]:
     return results
 
 
-HELP = "run the real validators on the rendered configs"
-
-
 def run(args: argparse.Namespace) -> int:
     results = check(Install.load(args.root))
     for result in results:

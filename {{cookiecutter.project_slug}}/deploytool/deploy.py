@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import fleet, proc
+from . import fleet, proc, requirements
 from .backup import take
 from .dedicated import fleet_readers
 from .errors import DeployError
@@ -123,10 +123,11 @@ class Deploy:
         self.install = Install.load(self.install.root)
 
     def requirements(self) -> str:
-        wanted = requirements_hash(self.install.root / "requirements.txt")
-        if wanted == self.installed_requirements():
+        if requirements.digest(self.install) == self.installed_requirements():
             return "unchanged"
-        pip_install(self.install, "requirements")
+        if requirements.met(self.install):  # the venv has every pin already (say, lines reordered)
+            return "changed, and already in the venv"
+        requirements.pip_install(self.install, "requirements")
         self.requirements_installed = True
         return "installed"
 
@@ -165,11 +166,13 @@ class Deploy:
             return "not here: a front, the data host's database is the app hosts' to migrate"
         if self.skip_migrate:
             return "not here: the roll-out's first host migrated the site's database"
+        if not planned(self.install):  # most deploys: one manage.py run, nothing more
+            return "nothing to apply"
         before = applied_migrations(self.install)
-        if planned(self.install) and not self.install.runs_database:
+        if not self.install.runs_database:
             # the data is the data host's: its backup is the way back (roll out to it first)
             print(f"deploy: {'backup':<13} not here: the data host holds the data, back it up there")
-        elif planned(self.install):  # the way back from a migration that drops data
+        else:  # the way back from a migration that drops data
             started = time.monotonic()
             self.backup = take(self.install, label="pre-migrate").name
             print(f"deploy: {'backup':<13} {self.backup} before migrating ({time.monotonic() - started:.1f} s)")
@@ -233,7 +236,11 @@ class Deploy:
             return [f"code: {error}; the checkout is at {_short(_head(self.install) or '?')}"]
         self.reread()
         undo: list[tuple[str, bool, Callable[[], object]]] = [
-            ("requirements", self.requirements_installed, lambda: pip_install(self.install, "rollback requirements")),
+            (
+                "requirements",
+                self.requirements_installed,
+                lambda: requirements.pip_install(self.install, "rollback requirements"),
+            ),
             ("render", True, lambda: render_and_reload(self.install)),
             (
                 "collectstatic",
@@ -403,15 +410,6 @@ def _subject(install: Install, revision: str) -> str:
     return f"({found.stdout.strip()})" if found.returncode == 0 else ""
 
 
-def requirements_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def pip_install(install: Install, what: str) -> None:
-    argv = [install.python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", "requirements.txt"]
-    proc.run(argv, f"{what}: pip install -r requirements.txt", cwd=install.root, timeout=900)
-
-
 def restart_workers(install: Install) -> str:
     """The worker with the code now checked out: a warm shutdown, so the running tasks
     finish first (Celery's own limit for that: the units' 300 s)."""
@@ -532,12 +530,9 @@ def _record(
             "revision": run.target,
             "since": now,
             "previous": run.previous,
-            "requirements_sha256": requirements_hash(install.root / "requirements.txt"),
+            "requirements_sha256": requirements.digest(install),
         }
     add_attempt(install, attempt, live)
-
-
-HELP = "put a revision live: fetch, deps, migrate, static, reload, health check"
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:

@@ -213,9 +213,6 @@ def summary(install: Install) -> str:
     )
 
 
-HELP = "make this checkout an install: env.conf, secrets, links, configs"
-
-
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--install-type", required=True, choices=list(ports.SLOTS))
     parser.add_argument(
@@ -232,7 +229,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--app-workers",
         metavar="N",
-        help="the app server's processes (default: 2 per core within half the memory; '' for that; kept when omitted)",
+        help="the app server's processes (default: one per core and one more, within half the memory; "
+        "'' for that; kept when omitted)",
     )
     parser.add_argument(
         "--jobs",

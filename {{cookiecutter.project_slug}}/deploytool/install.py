@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import firewall, nginx, proc
+from . import firewall, nginx, proc, requirements
 from .dedicated import database_of, for_install, for_templates
 from .errors import DeployError
 from .files import open_no_links, prune, read_user_file, write_atomic
@@ -201,20 +201,7 @@ def install_user(install: Install, migrate: bool = True) -> Iterator[str]:
             )
         proc.run([python, "-m", "venv", install.venv], "make the venv")
         yield f"made {install.venv}"
-    pip = proc.run(
-        [
-            install.python,
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            "-r",
-            install.root / "requirements.txt",
-        ],
-        "pip install -r requirements.txt",
-    )
-    if "Successfully installed" in pip:
+    if not requirements.met(install) and "Successfully installed" in requirements.pip_install(install, "install"):
         yield "installed requirements"
     yield from database_ready(install)
     manage = [install.python, install.root / "manage.py"]
@@ -327,9 +314,6 @@ def trusted_code(install: Install) -> None:
                 f"{path} is not root's alone (owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}): "
                 f"the system part runs from a copy only root can change: {root_command(install)}"
             )
-
-
-HELP = "put the install in place: system configs (root), venv and app (user)"
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:

@@ -109,9 +109,6 @@ def show(install: Install, kind: str, count: int, follow: bool) -> int:
     return 0
 
 
-HELP = "show this install's logs (app, nginx, services, worker, jobs, backup, deploy, all); -f follows them"
-
-
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", nargs="?", default="app", choices=list(KINDS), help="which logs (default: app)")
     parser.add_argument("-f", "--follow", action="store_true", help="go on printing lines as they are written")

@@ -95,9 +95,6 @@ def show(install: Install) -> None:
     say("maintenance", f"{since}; let through: {', '.join(allowed) or 'nobody'}")
 
 
-HELP = "show the maintenance page (503) to visitors, or stop showing it: on [--allow ADDRESS ...] | off"
-
-
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("state", nargs="?", choices=("on", "off"), help="omit to see whether it is on")
     parser.add_argument(

@@ -12,8 +12,6 @@ from . import fleet
 from .errors import DeployError
 from .layout import Install
 
-HELP = "run a manage.py command in this install's venv as the project user, e.g. manage showmigrations"
-
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     fleet.host_arguments(parser, "run it on these servers over SSH, each line prefixed with its name")

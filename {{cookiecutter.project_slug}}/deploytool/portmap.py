@@ -52,9 +52,6 @@ class Found:
         return f"{self.domain} {self.install_type} ({self.root})"
 
 
-HELP = "the port map of this install and the project block"
-
-
 def arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `ports`."""
     parser.add_argument(

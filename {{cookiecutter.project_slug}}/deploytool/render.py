@@ -249,9 +249,6 @@ def render(install: Install) -> list[Path]:
     return changed + prune(install.etc_dir / RENDERED, install.etc_dir, set(texts))
 
 
-HELP = "render etc/templates/ for this install"
-
-
 def run(args: argparse.Namespace) -> int:
     changed = render(Install.load(args.root))
     print("\n".join(f"rendered {path.relative_to(args.root)}" for path in changed) or "nothing changed")

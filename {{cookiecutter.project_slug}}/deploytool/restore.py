@@ -174,9 +174,6 @@ def _status(install: Install) -> int:
         return 0
 
 
-HELP = "restore a backup of backups/ (the database and media/) into this install"
-
-
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the backup's name (`deploytool backups`), or the path of a backup folder")
     parser.add_argument("--only", choices=PARTS, help="restore only the database or only media/")

@@ -259,11 +259,6 @@ def status(install: Install) -> tuple[int, list[str]]:
     return (0 if all(ups) else 3 if not any(ups) else 1), lines
 
 
-UP = "the whole stack of this install, as you, on loopback, under .sandbox/"
-DOWN = "stop the sandbox stack: no process, no listening port left"
-STATUS = "what of the stack runs (exit 0 all, 3 none, 1 some)"
-
-
 def run_up(args: argparse.Namespace) -> int:
     install = up(Install.load(args.root))
     print(f"up: {install.url}  (the {install.install_type} install, as {install.project.user})")

@@ -181,9 +181,6 @@ def _write(path: Path, told: dict[str, dict[str, str]], now: datetime.datetime) 
     write_atomic(path, json.dumps({"checked": now.isoformat(), "problems": told}, indent=2) + "\n", 0o600)
 
 
-HELP = "check the certificate, /health/, the last backup and the disk; mail ADMINS once per problem"
-
-
 def run(args: argparse.Namespace) -> int:
     install = Install.load(args.root)
     if os.geteuid() == 0:
