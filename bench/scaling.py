@@ -11,18 +11,23 @@ measures. wrk itself is not pinned: on a 2-core host it shares the cores with th
 so the ceiling is below 2x.
 
 Target (scale with the host): requests/s on 2 cores >= 1.7x those on 1; exit 1 on a miss.
-Prints a table and writes scaling.png (default: .cache/bench/).
+Then, on 2 cores, the rendered worker count (one per core and one more) against two per
+core (APP_WORKERS, rendered and reloaded between rounds): requests/s, p99 and the app
+server's memory side by side, the figures behind deploytool/sizing.py's rule.
+Prints the tables and writes scaling.png (default: .cache/bench/).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
+import time
 from pathlib import Path
 
-from bench.benchmark import ensure_matplotlib, wrk_once
+from bench.benchmark import Run, ensure_matplotlib, tree_pss_mib, wrk_once
 from bench.common import TEMPLATE, Stack, bake, prepare, stack_up, table
 
 BLOCK = 64750
@@ -40,10 +45,46 @@ def pin(user: str, cpus: str) -> None:
 
 
 def measure(stack: Stack, args: argparse.Namespace) -> float:
+    return measured(stack, args).rps
+
+
+def measured(stack: Stack, args: argparse.Namespace) -> Run:
     run = wrk_once(stack, "/visits/", args.connections, args.duration)
     if run.failed:
         raise SystemExit(f"{run.failed} failed requests on /visits/")
-    return run.rps
+    return run
+
+
+def set_workers(stack: Stack, value: str) -> int:
+    """APP_WORKERS in env.conf (empty: the host's rule), rendered, the app server reloaded;
+    returns the processes the rendered config asks for."""
+    env = stack.project / "etc/env.conf"
+    text = re.sub(r"^APP_WORKERS=.*$", f"APP_WORKERS={value}", env.read_text(), flags=re.M)
+    env.write_text(text)
+    stack.deploytool("render")
+    time.sleep(1.1)  # uWSGI's reload compares mtimes in whole seconds
+    stack.as_user(stack.project / "bin/appctl.sh", "reload")
+    config = Path(stack.env["APP_CONFIG"]).read_text()
+    return int(re.search(r"^(?:  processes: |workers = )(\d+)", config, re.M).group(1))  # type: ignore[union-attr]
+
+
+def workers_side_by_side(stack: Stack, args: argparse.Namespace) -> list[list[str]]:
+    """The rendered count against two per core, rounds alternating: req/s, p99, MiB (PSS)."""
+    cores = os.cpu_count() or 1
+    found: dict[int, list[tuple[float, float, float]]] = {}
+    for number in range(args.rounds):
+        for value in ("", str(2 * cores)) if number % 2 == 0 else (str(2 * cores), ""):
+            count = set_workers(stack, value)
+            wrk_once(stack, "/visits/", args.connections, 1)  # new workers warm
+            run = measured(stack, args)
+            memory = tree_pss_mib(int(Path(stack.env["PIDFILE"]).read_text()))
+            found.setdefault(count, []).append((run.rps, run.p99_ms, memory))
+            print(f"  {count} workers: {run.rps:7.0f} req/s  p99 {run.p99_ms:6.1f} ms  {memory:5.0f} MiB", flush=True)
+    set_workers(stack, "")
+    return [
+        [str(count), *(f"{statistics.median(run[i] for run in runs):.{1 if i == 1 else 0}f}" for i in range(3))]
+        for count, runs in sorted(found.items())
+    ]
 
 
 def chart(rows: list[tuple[str, float, float]], path: Path, args: argparse.Namespace) -> None:
@@ -84,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench.scaling needs a host with 2 cores or more")
     user, venv = prepare("scaling.py", ["git", "taskset"], range(BLOCK, BLOCK + 30), "scaling benchmark")
     rows: list[tuple[str, float, float]] = []
+    sizes: list[list[str]] = []
     held = True
     for app_server in ("uwsgi", "gunicorn"):  # one after the other, in the same block
         baked = bake(user, venv, port_block_start=BLOCK, install_type="pro", app_server=app_server)
@@ -99,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(measure(stack, args))
                     print(f"{app_server} round {number + 1} cpus {cpus:<4} {results[-1]:7.0f} req/s", flush=True)
             pin(user, "0-1")
+            print(f"{app_server}: the rendered worker count against two per core, on 2 cores", flush=True)
+            sizes += [[app_server, *row] for row in workers_side_by_side(stack, args)]
         ratio = statistics.median(b / a for a, b in zip(one, two, strict=True))
         held &= ratio >= TARGET
         processes = [line for line in workers.splitlines() if line.startswith("APP_WORKERS")]
@@ -107,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n/visits/, {args.connections} connections, {args.rounds} rounds of {args.duration} s, wrk unpinned")
     lines = [(server, f"{one:.0f}", f"{two:.0f}", f"{two / one:.2f}") for server, one, two in rows]
     print(table(["app server", "1 core req/s", "2 cores req/s", "2/1"], lines, right=(1, 2, 3)))
+    print(f"\n/visits/ on 2 cores, the rendered worker count against {2 * (os.cpu_count() or 1)} (2 per core)")
+    print(table(["app server", "workers", "req/s", "p99 ms", "MiB (PSS)"], sizes, right=(1, 2, 3, 4)))
     args.out.mkdir(parents=True, exist_ok=True)
     chart(rows, args.out / "scaling.png", args)
     print(f"wrote {args.out / 'scaling.png'}")

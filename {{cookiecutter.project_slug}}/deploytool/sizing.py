@@ -1,10 +1,12 @@
 """How many app server processes this host gets: from its cores and its memory, unless
 env.conf's APP_WORKERS says otherwise.
 
-One process per core, and one more: a process serving a typical page runs Python most of
-the time it holds a request (CPU per request against latency, measured in
-bench/benchmark.py), so one spare covers the others' waits on the database or the network;
-a second one per core added memory (~32 MB a process) and no throughput on a 2-core host.
+One process per core, and one more: a process serving a page runs Python nearly all the
+time it holds a request (measured one request at a time through nginx, SQLite: the app's
+CPU is 93-100% of each request's time), so one spare covers the others' waits on the
+database or the network; a second one per core added ~32 MB a process and no throughput
+on a 2-core host (bench/benchmark.py, paired rounds). A database on another host makes
+the waits longer: raise APP_WORKERS there.
 Within half the memory (the rest is the database's, the cache's, nginx's and the page
 cache's), at PER_WORKER_MB each: a Django worker's resident size with headroom.
 Never fewer than two, so that a graceful reload always has one serving.
