@@ -581,7 +581,6 @@ def bare_gunicorn_conf(stack: Stack, folder: Path) -> Path:
         f"exec(open({str(generated)!r}).read())",
         f"bind = ['127.0.0.1:{PORTS['bare_gunicorn']}']",
         f"pidfile = {str(folder / 'bare-gunicorn.pid')!r}",
-        f"control_socket = {str(folder / 'bare-gunicorn.ctl')!r}",
         f"errorlog = {str(folder / 'bare-gunicorn.error.log')!r}",
     ]
     if re.search(r"^accesslog = ", generated.read_text(), re.M):  # an access log (4xx and 5xx lines): here too
@@ -601,7 +600,6 @@ def gthread_gunicorn_conf(stack: Stack, folder: Path) -> Path:
         "keepalive = 5",
         f"bind = ['unix:{folder / 'gthread-gunicorn.sock'}']",
         f"pidfile = {str(folder / 'gthread-gunicorn.pid')!r}",
-        f"control_socket = {str(folder / 'gthread-gunicorn.ctl')!r}",
         f"errorlog = {str(folder / 'gthread-gunicorn.error.log')!r}",
         f"accesslog = {str(folder / 'gthread-gunicorn.access.log')!r}",
     ]

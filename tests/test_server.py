@@ -329,6 +329,16 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
                 firewall = f"systemctl enable {DOMAIN}_firewall"  # the rules at every boot
                 assert start == f"systemctl daemon-reload && systemctl enable --now {units} && {firewall}", start
             journey.step("start app", f"{start} && nginx -t -q && systemctl reload nginx")
+            if manager == "supervisor":
+                # cron runs the installed backup line: the test's copy of it, due every minute
+                # (its own 03:15 is far), fires under the real cron daemon, as the user, at the
+                # next minute's turn, while the journey goes on (checked after the deploy).
+                jobs = server.root / f"etc/cron.d/{DOMAIN.replace('.', '_')}_jobs"
+                lines = jobs.read_text().splitlines()
+                (line,) = [line for line in lines if " bin/deploytool backup " in line]
+                settings = [line for line in lines if line.startswith(("SHELL=", "PATH="))]
+                now = "\n".join([*settings, "* * * * * " + line.split(None, 5)[5], ""])
+                (server.root / "etc/cron.d/journey_backup_now").write_text(now)
             if manager == "systemd":
                 assert journey.active(service) == ["active"]
             else:  # RUNNING once it has run startsecs, in the install's own supervisord
@@ -383,15 +393,7 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
             folder = server.root / f"var/backups/{USER}/{DOMAIN}/pro"
             if manager == "systemd":
                 backup_timer_fires(journey, folder)
-            else:
-                # cron runs the installed line: the test's copy of it, due every minute (its
-                # own 03:15 is far), fires under the real cron daemon, as the user.
-                jobs = server.root / f"etc/cron.d/{DOMAIN.replace('.', '_')}_jobs"
-                lines = jobs.read_text().splitlines()
-                (line,) = [line for line in lines if " bin/deploytool backup " in line]
-                settings = [line for line in lines if line.startswith(("SHELL=", "PATH="))]
-                now = "\n".join([*settings, "* * * * * " + line.split(None, 5)[5], ""])
-                (server.root / "etc/cron.d/journey_backup_now").write_text(now)
+            else:  # the copy of cron's line, planted after the start, fires at a minute's turn
                 deadline = time.monotonic() + 90
                 while not any((path / "manifest.json").is_file() for path in folder.iterdir()):
                     log = server.sh("journalctl -n 20 -u cron", check=False).stdout
@@ -400,7 +402,8 @@ def test_the_admins_journey(manager: str, wheels: Path) -> None:
                 (server.root / "etc/cron.d/journey_backup_now").unlink()
                 server.wait("! pgrep -f '[d]eploytool backup'", "the backup done")  # [d]: not this shell's own line
             made = [path for path in folder.iterdir() if (path / "manifest.json").is_file()]
-            assert len(made) == 1 and (made[0] / "database.dump").stat().st_size > 0, made
+            # one, or two if cron's copy came round twice before the test took it away
+            assert 1 <= len(made) <= 2 and (made[0] / "database.dump").stat().st_size > 0, made
             log = server.root / f"var/log/{USER}/{DOMAIN}/pro/backup.log"
             assert "next: to restore it" in log.read_text()
             listed = server.sh(f"cd {HOME} && bin/deploytool backups", user=USER).stdout

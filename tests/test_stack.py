@@ -763,8 +763,9 @@ VISITOR = "127.0.0.2"  # a client address of loopback's that is never let throug
 
 
 def test_maintenance_page_for_everyone_but_the_allowed_address(stack: Stack) -> None:
-    """`maintenance on --allow` as the team does it: visitors get the page, the team's
-    address (wrk's, 127.0.0.1) keeps the site, and nginx is neither reloaded nor failing."""
+    """`maintenance on --allow` as the team does it: visitors get the page (static files
+    still served), the team's address (wrk's, 127.0.0.1) keeps the site, and nginx is
+    neither reloaded nor failing."""
     master = (stack.sandbox / "run/nginx.pid").read_text().split()[0]
     workers = subprocess.run(["pgrep", "-P", master], capture_output=True, text=True).stdout.split()
     host = f"{stack.site}:{stack.https}"
@@ -777,6 +778,7 @@ def test_maintenance_page_for_everyone_but_the_allowed_address(stack: Stack) -> 
         assert "cache-control" not in headers and headers["x-frame-options"] == "DENY"
         assert stack.https_get("/admin/login/", source=VISITOR)[0] == 503
         assert stack.https_get("/health/", source=VISITOR)[0] == 200  # the app's real state, for checks
+        assert stack.https_get(hashed_css(stack), source=VISITOR)[0] == 200  # files the page may use
         assert stack.https_get("/")[0] == 200  # the team
         assert "let through: 127.0.0.1, ::1" in stack.deploytool("maintenance").stdout
         assert "serves everyone" in stack.deploytool("maintenance", "off").stdout

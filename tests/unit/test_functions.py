@@ -105,7 +105,7 @@ def test_maintenance_lets_through_addresses_as_nginx_writes_them() -> None:
     ("cores", "memory_mb", "workers"),
     [(1, 512, 2), (2, 4096, 3), (8, 2048, 9), (8, 1024, 5), (4, 65536, 5), (512, 1 << 20, 256)],
 )
-def test_app_workers_are_a_core_each_and_one_more_within_half_the_memory(cores: int, memory_mb: int, workers: int) -> None:
+def test_app_workers_one_a_core_and_one_more_within_half_the_memory(cores: int, memory_mb: int, workers: int) -> None:
     assert sizing.app_workers(cores, memory_mb) == workers
     assert sizing.why(cores, memory_mb).endswith(f": {workers}")
 

@@ -528,7 +528,7 @@ class Install:
     @property
     def sockets(self) -> list[Path]:
         """Every unix socket path the stack binds."""
-        found = [self.app_socket, self.stats_socket, self.run_dir / "supervisor.sock", self.run_dir / "gunicorn.ctl"]
+        found = [self.app_socket, self.stats_socket, self.run_dir / "supervisor.sock"]
         return found + [self.socket_of(name) for name in ("postgresql", "redis", "memcached")]
 
     def check_socket_paths(self) -> None:

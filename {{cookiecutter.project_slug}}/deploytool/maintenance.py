@@ -1,7 +1,8 @@
 """`deploytool maintenance on|off`: the project's "back soon" page for everyone but the
 addresses let through, without touching nginx's configuration.
 
-nginx looks for a flag file on every request (a stat, no reload, nothing to fail):
+nginx looks for a flag file on every request to the app (a stat, no reload, nothing to
+fail; static files and uploads are served as usual):
 maintenance/on turns the page on, maintenance/allow-<address> lets that client address
 through to the app (the team checking the site before it reopens). /health/ always
 reaches the app: the deploy's health check and the balancer see the app's real state.

@@ -47,10 +47,11 @@ forwarded_allow_ips = "127.0.0.1"
 
 # Runtime files in the run dir, made at boot by tmpfiles.d.
 pidfile = "/run/stage.project-baz.example/gunicorn.pid"
-# gunicorn >= 25.1's control socket (gunicornc), per install; its default, one in
-# ~/.gunicorn/ for every install of the user, would be shared (and /home is read-only
-# in the systemd unit).
-control_socket = "/run/stage.project-baz.example/gunicorn.ctl"
+# No control socket (gunicorn >= 25.1's gunicornc): bin/appctl.sh and the managers speak
+# to the master with signals. Off, the master runs no thread and no asyncio loop for it
+# and opens no socket (its default, ~/.gunicorn/gunicorn.ctl, would be shared by every
+# install of the user; /home is read-only in the systemd unit anyway).
+control_socket_disable = True
 daemon = False  # in the foreground: the manager runs it so, appctl.sh start detaches
 
 # Logs in the log dir (logs/); logrotate renames them and sends USR1.
