@@ -393,6 +393,11 @@ class Install:
         return self.etc_dir / "supervisor" / "supervisord.conf"
 
     @property
+    def supervisord_socket(self) -> Path:
+        """supervisorctl's way to the install's own supervisord (mode 700: the user's alone)."""
+        return self.run_dir / "supervisor.sock"
+
+    @property
     def supervisord_program(self) -> str:
         """The system supervisord's program that runs the install's own supervisord."""
         return f"{self.site}_supervisord"
@@ -528,7 +533,7 @@ class Install:
     @property
     def sockets(self) -> list[Path]:
         """Every unix socket path the stack binds."""
-        found = [self.app_socket, self.stats_socket, self.run_dir / "supervisor.sock"]
+        found = [self.app_socket, self.stats_socket, self.supervisord_socket]
         return found + [self.socket_of(name) for name in ("postgresql", "redis", "memcached")]
 
     def check_socket_paths(self) -> None:
