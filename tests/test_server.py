@@ -256,8 +256,11 @@ def backup_timer_fires(journey: Journey, folder: Path) -> None:
     deadline = time.monotonic() + 60
     while not any((path / "manifest.json").is_file() for path in folder.iterdir()):
         if time.monotonic() > deadline:
-            log = journey.server.sh(f"journalctl -n 30 -u {service}", check=False).stdout
-            raise AssertionError(f"the timer's backup did not appear within 60 s:\n{log}")
+            # what a user looks at: the unit's journal, its processes (which command waits) and the job's log
+            looks = (f"journalctl -n 30 -u {service}", f"systemctl status --no-pager -l {service}")
+            said = [journey.server.sh(look, check=False).stdout for look in looks]
+            said.append(journey.server.sh(f"tail -n 30 {HOME}/logs/backup.log", check=False).stdout)
+            raise AssertionError("the timer's backup did not appear within 60 s:\n" + "\n".join(said))
         time.sleep(0.5)
     journey.server.wait(f"systemctl show -P ActiveState {service} | grep -qx inactive", "the backup done")
     assert journey.server.sh(f"systemctl show -P Result {service}").stdout.strip() == "success"
