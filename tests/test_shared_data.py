@@ -401,25 +401,6 @@ def test_the_data_hosts_postgresql_and_redis_admit_the_app_hosts_only(shared: Si
     wait_until(lambda: network.connect("lb", DATA, POSTGRESQL_PORT) == "refused", "the data host's rules again")
 
 
-# Connection attempts from one source address: "address:port state" lines.
-SWEEP = """
-import socket, sys
-source, targets = sys.argv[1], sys.argv[2:]
-for target in targets:
-    address, port = target.rsplit(":", 1)
-    with socket.socket() as probe:
-        probe.settimeout(3)
-        probe.bind((source, 0))
-        try:
-            probe.connect((address, int(port)))
-            print(target, "connected")
-        except ConnectionRefusedError:
-            print(target, "refused")
-        except OSError as error:
-            print(target, type(error).__name__)
-"""
-
-
 def test_a_stranger_reaches_no_port_of_the_install_on_any_host(shared: Site) -> None:
     """From an address that fleet.ini does not name, every one of the stage install's ten
     ports on the app hosts and the data host is refused (a TCP reset: nginx and clients move
@@ -430,13 +411,12 @@ def test_a_stranger_reaches_no_port_of_the_install_on_any_host(shared: Site) -> 
     targets = [f"{address}:{port}" for address in hosts.values() for port in range(STAGE, STAGE + 10)]
     network.ip_in("lb", "addr", "add", f"{STRANGER}/24", "dev", "br0")
     try:
-        stranger = run(network.exec("lb", "python3", "-c", SWEEP, STRANGER, *targets)).stdout.split("\n")
+        stranger = network.sweep("lb", targets, STRANGER)
     finally:
         network.ip_in("lb", "addr", "del", f"{STRANGER}/24", "dev", "br0")
-    assert [line for line in stranger if line and not line.endswith(" refused")] == [], stranger
-    front = dict(
-        line.split() for line in run(network.exec("lb", "python3", "-c", SWEEP, LB, *targets)).stdout.splitlines()
-    )
+    assert len(stranger) == len(targets), stranger
+    assert {target: state for target, state in stranger.items() if state != "refused"} == {}, stranger
+    front = network.sweep("lb", targets, LB)
     reached = sorted(target for target, state in front.items() if state == "connected")
     expected = [f"{APPS['web1']}:{APP_PORT}", f"{APPS['web2']}:{APP_PORT}", f"{DATA}:{MEDIA_PORT}"]
     assert reached == sorted(expected), front

@@ -22,20 +22,24 @@ HOSTS = {"web1": "10.213.0.11", "web2": "10.213.0.12"}  # app servers, their ngi
 ADDRESSES = {**HOSTS, "lb": LB_ADDRESS}  # every host with an sshd (lb: the front, in fleet.ini too)
 
 
+# TCP connection attempts from one source address ("" = the kernel's choice), one line per
+# target: "address:port state".
 CONNECT = """
 import socket, sys
-address, port, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-probe = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
-probe.settimeout(3)
-if source:
-    probe.bind((source, 0))
-try:
-    probe.connect((address, port))
-    print("connected")
-except ConnectionRefusedError:
-    print("refused")
-except OSError as error:
-    print(type(error).__name__)
+source, targets = sys.argv[1], sys.argv[2:]
+for target in targets:
+    address, port = target.rsplit(":", 1)
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+        probe.settimeout(3)
+        if source:
+            probe.bind((source, 0))
+        try:
+            probe.connect((address, int(port)))
+            print(target, "connected")
+        except ConnectionRefusedError:
+            print(target, "refused")
+        except OSError as error:
+            print(target, type(error).__name__)
 """
 
 
@@ -82,8 +86,12 @@ class Network:
     def connect(self, where: str, address: str, port: int, source: str = "") -> str:
         """A TCP connection attempt from the namespace ``where`` (from ``source`` when given):
         "connected", "refused", or the error's name (a timeout: something dropped it)."""
-        argv = self.exec(where, "python3", "-c", CONNECT, address, str(port), source)
-        return run(argv).stdout.strip()
+        return self.sweep(where, [f"{address}:{port}"], source)[f"{address}:{port}"]
+
+    def sweep(self, where: str, targets: list[str], source: str = "") -> dict[str, str]:
+        """``connect`` to each "address:port" of ``targets`` in turn, in one process."""
+        argv = self.exec(where, "python3", "-c", CONNECT, source, *targets)
+        return dict(line.split() for line in run(argv).stdout.splitlines())
 
     def exec(self, where: str, *argv: str | Path) -> list[str]:
         return [self.ip, "netns", "exec", self.names[where], *map(str, argv)]
