@@ -81,6 +81,7 @@ from bench.common import (
     VENV_NAME,
     Baked,
     Stack,
+    add_visits,
     as_user,
     bake,
     prepare,
@@ -1025,6 +1026,8 @@ def benchmark(args: argparse.Namespace) -> Results:
             stacks.callback(shutil.rmtree, baked.project.parent, True)
         uwsgi = bring_up("uWSGI", baked_uwsgi, results.timings, stacks)
         gunicorn = bring_up("gunicorn", baked_gunicorn, results.timings, stacks)
+        for stack in (uwsgi, gunicorn):
+            add_visits(stack)
         checkouts = {name: git_checkout(stack) for name, stack in (("uWSGI", uwsgi), ("gunicorn", gunicorn))}
         results.timings.append(Timing("init in a fresh clone (stage)", time_init(uwsgi, checkouts["uWSGI"][0], venv)))
 

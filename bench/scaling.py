@@ -5,7 +5,7 @@ loop of 50 rows) with the whole stack on 1 core and then on 2, no config edit be
 
 As root, like the tests (the stack runs as `djltest`). It bakes a pro install for each app
 server (SQLite; ports 64750-64779), brings it up (worker counts rendered from this host),
-writes 60 visits, then in each round pins every process of the stack (nginx, the app
+adds 200 visits (the page lists the 50 latest), then in each round pins every process of the stack (nginx, the app
 server; `taskset -a -p`, which new workers inherit) to CPU 0, measures, pins it to CPUs 0-1,
 measures. wrk itself is not pinned: on a 2-core host it shares the cores with the stack,
 so the ceiling is below 2x.
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench.benchmark import Run, ensure_matplotlib, tree_pss_mib, wrk_once
-from bench.common import TEMPLATE, Stack, bake, prepare, stack_up, table
+from bench.common import TEMPLATE, Stack, add_visits, bake, prepare, stack_up, table
 
 BLOCK = 64750
 TARGET = 1.7
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for app_server in ("uwsgi", "gunicorn"):  # one after the other, in the same block
         baked = bake(user, venv, port_block_start=BLOCK, install_type="pro", app_server=app_server)
         with stack_up(baked) as (stack, _):
-            for _ in range(60):  # rows for the page's loop: the home page writes one a visit
-                stack.https_get("/")
+            add_visits(stack)
             workers = (stack.project / "etc/env.conf").read_text()
             one, two = [], []
             for number in range(args.rounds):

@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import firewall, nginx, proc, requirements
+from . import firewall, migrations, nginx, proc, requirements
 from .dedicated import database_of, for_install, for_templates
 from .errors import DeployError
 from .files import open_no_links, prune, read_user_file, write_atomic
@@ -204,12 +204,12 @@ def install_user(install: Install, migrate: bool = True) -> Iterator[str]:
     if not requirements.met(install) and "Successfully installed" in requirements.pip_install(install, "install"):
         yield "installed requirements"
     yield from database_ready(install)
-    manage = [install.python, install.root / "manage.py"]
-    if migrate and install.migrates and "Applying" in proc.run([*manage, "migrate", "--noinput"], "manage.py migrate"):
-        yield "applied migrations"
+    migrating = migrate and install.migrates
+    out = migrations.manage_in_one(install, *(["migrate --noinput"] if migrating else []), "collectstatic --noinput")
     close_database(install)
-    collected = proc.run([*manage, "collectstatic", "--noinput"], "manage.py collectstatic")
-    if not collected.lstrip().startswith("0 static files copied"):
+    if migrating and "Applying" in out:
+        yield "applied migrations"
+    if not any(line.startswith("0 static files copied") for line in out.splitlines()):
         yield "collected static files"
 
 

@@ -17,6 +17,27 @@ def manage(install: Install, *args: str, timeout: float = 900) -> str:
     return proc.run(argv, f"manage.py {' '.join(args)}", cwd=install.root, timeout=timeout)
 
 
+# manage.py's commands one after the other in one Python, as manage.py runs each: Django
+# starts once rather than once a command (~0.4 s each). argv: the settings module, then a
+# command line per argument.
+IN_ONE = """
+import os, sys
+from django.core.management import execute_from_command_line
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", sys.argv[1])
+for command in sys.argv[2:]:
+    execute_from_command_line(["manage.py", *command.split()])
+"""
+
+
+def manage_in_one(install: Install, *commands: str, timeout: float = 900) -> str:
+    """Run several manage.py command lines ("migrate --noinput") in one Python, in order;
+    their output together, or DeployError at the first that fails."""
+    if not install.python.exists():
+        raise DeployError(f"{install.python} is missing: {install.deploytool} install --part user")
+    argv = [install.python, "-c", IN_ONE, f"{install.project.project_slug}.settings", *commands]
+    return proc.run(argv, f"manage.py {', '.join(commands)}", cwd=install.root, timeout=timeout)
+
+
 def applied_migrations(install: Install, missing_ok: bool = False) -> list[str]:
     """Applied migrations, in plan order (manage.py showmigrations --plan: "[X]  app.0001_name")."""
     try:
