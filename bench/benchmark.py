@@ -1089,8 +1089,9 @@ def benchmark(args: argparse.Namespace) -> Results:
                         started_at = time.monotonic()
                         try:
                             note = run_action()
-                        except (RuntimeError, AssertionError) as error:
-                            note, ok = str(error).splitlines()[0][:200], False
+                        except (RuntimeError, AssertionError) as error:  # the command, and what it said last
+                            said = [line for line in str(error).splitlines() if line.strip()] or ["failed"]
+                            note, ok = " / ".join(dict.fromkeys([said[0], said[-1]]))[:400], False
                         seconds = time.monotonic() - started_at
                     if twice and not reconnect:  # shown, not the target (see RELOADS_NGINX)
                         note = f"{sum(seen.socket_errors.values())} reset in the reload's instant; {note}"
