@@ -5,9 +5,9 @@ loop of 50 rows) with the whole stack on 1 core and then on 2, no config edit be
 
 As root, like the tests (the stack runs as `djltest`). It bakes a pro install for each app
 server (SQLite; ports 64750-64779), brings it up (worker counts rendered from this host),
-adds 200 visits (the page lists the 50 latest), then in each round pins every process of the stack (nginx, the app
-server; `taskset -a -p`, which new workers inherit) to CPU 0, measures, pins it to CPUs 0-1,
-measures. wrk itself is not pinned: on a 2-core host it shares the cores with the stack,
+adds 200 visits (the page lists the 50 latest), then in each round pins every process of the
+stack (nginx, the app server; `taskset -a -p`, which new workers inherit) to CPU 0, measures,
+pins it to CPUs 0-1, measures. wrk itself is not pinned: on a 2-core host it shares the cores with the stack,
 so the ceiling is below 2x.
 
 Target (scale with the host): requests/s on 2 cores >= 1.7x those on 1; exit 1 on a miss.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from . import proc
 from .errors import DeployError
@@ -11,10 +12,7 @@ from .layout import Install
 
 def manage(install: Install, *args: str, timeout: float = 900) -> str:
     """Run manage.py with the venv's Python in the install root; DeployError with its output."""
-    if not install.python.exists():
-        raise DeployError(f"{install.python} is missing: {install.deploytool} install --part user")
-    argv = [install.python, install.root / "manage.py", *args]
-    return proc.run(argv, f"manage.py {' '.join(args)}", cwd=install.root, timeout=timeout)
+    return _python(install, [install.root / "manage.py", *args], f"manage.py {' '.join(args)}", timeout)
 
 
 # manage.py's commands one after the other in one Python, as manage.py runs each: Django
@@ -32,10 +30,15 @@ for command in sys.argv[2:]:
 def manage_in_one(install: Install, *commands: str, timeout: float = 900) -> str:
     """Run several manage.py command lines ("migrate --noinput") in one Python, in order;
     their output together, or DeployError at the first that fails."""
+    argv = ["-c", IN_ONE, f"{install.project.project_slug}.settings", *commands]
+    return _python(install, argv, f"manage.py {', '.join(commands)}", timeout)
+
+
+def _python(install: Install, argv: list[str | Path], what: str, timeout: float) -> str:
+    """The venv's Python in the install root; DeployError with its output."""
     if not install.python.exists():
         raise DeployError(f"{install.python} is missing: {install.deploytool} install --part user")
-    argv = [install.python, "-c", IN_ONE, f"{install.project.project_slug}.settings", *commands]
-    return proc.run(argv, f"manage.py {', '.join(commands)}", cwd=install.root, timeout=timeout)
+    return proc.run([install.python, *argv], what, cwd=install.root, timeout=timeout)
 
 
 def applied_migrations(install: Install, missing_ok: bool = False) -> list[str]:
